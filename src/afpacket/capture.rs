@@ -1,0 +1,655 @@
+//! TPACKET_V3 capture: the builder, the reader, and its statistics.
+
+use std::ops::{Add, AddAssign, BitOr};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::batch::Batch;
+use super::ring::{Cursor, NotReady, RxRing};
+use super::socket::PacketSocket;
+use crate::bpf::BpfProgram;
+use crate::error::{Error, GeometryError, Result};
+use crate::iface::Interface;
+use crate::sys::{self, Epoll};
+
+/// Which link-layer protocols a capture receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Every protocol (`ETH_P_ALL`), including outgoing frames.
+    #[default]
+    All,
+    /// One ethertype (host order), e.g. `0x0800` for IPv4. Outgoing frames are not seen.
+    EtherType(u16),
+}
+
+impl Protocol {
+    fn raw(self) -> u16 {
+        match self {
+            Protocol::All => libc::ETH_P_ALL as u16,
+            Protocol::EtherType(t) => t,
+        }
+    }
+}
+
+/// Which clock stamps received packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Timestamping {
+    /// The kernel's software clock, nanosecond resolution.
+    #[default]
+    Software,
+    /// The NIC's raw hardware clock where the device provides one (it must also be enabled on the
+    /// device, e.g. with `hwstamp_ctl -r 1`); packets without one fall back to software time.
+    /// [`Packet::timestamp_source`](super::Packet::timestamp_source) tells which each one carries.
+    Hardware,
+}
+
+/// How a fanout group spreads packets over its sockets (`PACKET_FANOUT_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanoutMode {
+    /// By flow hash: every packet of a flow goes to the same socket.
+    Hash,
+    /// Round robin.
+    LoadBalance,
+    /// By the CPU that received the packet.
+    Cpu,
+    /// Fill one socket, then roll over to the next.
+    Rollover,
+    /// Random.
+    Random,
+    /// By the packet's receive queue (`skb_get_queue_mapping`).
+    QueueMapping,
+}
+
+impl FanoutMode {
+    fn raw(self) -> u32 {
+        match self {
+            FanoutMode::Hash => libc::PACKET_FANOUT_HASH,
+            FanoutMode::LoadBalance => libc::PACKET_FANOUT_LB,
+            FanoutMode::Cpu => libc::PACKET_FANOUT_CPU,
+            FanoutMode::Rollover => libc::PACKET_FANOUT_ROLLOVER,
+            FanoutMode::Random => libc::PACKET_FANOUT_RND,
+            FanoutMode::QueueMapping => libc::PACKET_FANOUT_QM,
+        }
+    }
+}
+
+/// Fanout flags (`PACKET_FANOUT_FLAG_*`), combined with `|`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FanoutFlags(u16);
+
+impl FanoutFlags {
+    /// No flags.
+    pub const NONE: Self = Self(0);
+    /// Reassemble IP fragments before hashing, so fragments of a datagram stay together.
+    pub const DEFRAG: Self = Self(libc::PACKET_FANOUT_FLAG_DEFRAG as u16);
+    /// Roll over to another socket when the chosen one is full.
+    pub const ROLLOVER: Self = Self(libc::PACKET_FANOUT_FLAG_ROLLOVER as u16);
+    /// Let the kernel pick an unused group id (the group id given must then be 0).
+    pub const UNIQUE_ID: Self = Self(libc::PACKET_FANOUT_FLAG_UNIQUEID as u16);
+    /// Do not deliver outgoing packets to the group.
+    pub const IGNORE_OUTGOING: Self = Self(libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING as u16);
+
+    /// The raw bits.
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+}
+
+impl BitOr for FanoutFlags {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+/// Membership of a kernel fanout group: sockets on one interface with the same group id share
+/// its traffic, each packet delivered to exactly one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fanout {
+    /// Spreading policy; all members must use the same one.
+    pub mode: FanoutMode,
+    /// Group id, unique per network namespace.
+    pub group_id: u16,
+    /// Flags; all members must use the same ones.
+    pub flags: FanoutFlags,
+}
+
+impl Fanout {
+    /// A group with no flags.
+    pub fn new(mode: FanoutMode, group_id: u16) -> Self {
+        Self {
+            mode,
+            group_id,
+            flags: FanoutFlags::NONE,
+        }
+    }
+
+    /// Sets the flags.
+    pub fn flags(mut self, flags: FanoutFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    fn raw(&self) -> u32 {
+        u32::from(self.group_id) | ((self.mode.raw() | u32::from(self.flags.0)) << 16)
+    }
+}
+
+/// Kernel counters of a capture socket (`PACKET_STATISTICS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Packets that reached the socket, including the dropped ones.
+    pub packets: u64,
+    /// Packets dropped because no block was free.
+    pub drops: u64,
+    /// Times the ring froze because the user held every block.
+    pub freeze_count: u64,
+}
+
+impl Stats {
+    /// Packets delivered into the ring (`packets - drops`).
+    pub fn received(&self) -> u64 {
+        self.packets.saturating_sub(self.drops)
+    }
+}
+
+impl Add for Stats {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            packets: self.packets + o.packets,
+            drops: self.drops + o.drops,
+            freeze_count: self.freeze_count + o.freeze_count,
+        }
+    }
+}
+
+impl AddAssign for Stats {
+    fn add_assign(&mut self, o: Self) {
+        *self = *self + o;
+    }
+}
+
+/// Configures and opens a [`Capture`]. Every setting has a documented default.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use netring::{Capture, Protocol};
+///
+/// let mut cap = Capture::builder("eth0")
+///     .block_size(1 << 20)
+///     .block_count(32)
+///     .block_timeout(Duration::from_millis(5))
+///     .protocol(Protocol::EtherType(0x0800))
+///     .promiscuous(true)
+///     .open()?;
+/// # Ok::<(), netring::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct CaptureBuilder {
+    interface: String,
+    block_size: usize,
+    block_count: usize,
+    frame_size: usize,
+    block_timeout: Duration,
+    protocol: Protocol,
+    promiscuous: bool,
+    ignore_outgoing: bool,
+    rx_hash: bool,
+    timestamping: Timestamping,
+    busy_poll: Option<Duration>,
+    filter: Option<BpfProgram>,
+    fanout: Option<Fanout>,
+}
+
+impl CaptureBuilder {
+    /// Default block size: 256 KiB.
+    pub const DEFAULT_BLOCK_SIZE: usize = 256 << 10;
+    /// Default block count: 64 (a 16 MiB ring with the default block size).
+    pub const DEFAULT_BLOCK_COUNT: usize = 64;
+    /// Default nominal frame size: 2048 bytes. TPACKET_V3 packs packets of any size into a block,
+    /// so this only has to satisfy the kernel's geometry checks.
+    pub const DEFAULT_FRAME_SIZE: usize = 2048;
+    /// Default block retire timeout: 10 ms, the most a packet waits on a quiet link.
+    pub const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_millis(10);
+
+    fn new(interface: &str) -> Self {
+        Self {
+            interface: interface.to_owned(),
+            block_size: Self::DEFAULT_BLOCK_SIZE,
+            block_count: Self::DEFAULT_BLOCK_COUNT,
+            frame_size: Self::DEFAULT_FRAME_SIZE,
+            block_timeout: Self::DEFAULT_BLOCK_TIMEOUT,
+            protocol: Protocol::All,
+            promiscuous: false,
+            ignore_outgoing: false,
+            rx_hash: false,
+            timestamping: Timestamping::Software,
+            busy_poll: None,
+            filter: None,
+            fanout: None,
+        }
+    }
+
+    /// Bytes per block: a positive multiple of the page size (default 256 KiB). A packet larger
+    /// than a block (less its headers) is truncated.
+    pub fn block_size(mut self, bytes: usize) -> Self {
+        self.block_size = bytes;
+        self
+    }
+    /// Number of blocks (default 64). This is also how many batches can be held at once.
+    pub fn block_count(mut self, n: usize) -> Self {
+        self.block_count = n;
+        self
+    }
+    /// Nominal frame size: a multiple of 16, at least 80, at most the block size (default 2048).
+    pub fn frame_size(mut self, bytes: usize) -> Self {
+        self.frame_size = bytes;
+        self
+    }
+    /// How long the kernel keeps a partly filled block before handing it over (default 10 ms;
+    /// 1 ms to 60 s). Lower means lower latency on quiet links and more wake-ups.
+    pub fn block_timeout(mut self, timeout: Duration) -> Self {
+        self.block_timeout = timeout;
+        self
+    }
+    /// Protocol filter (default [`Protocol::All`]).
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+    /// Puts the interface into promiscuous mode while the capture is open (default off; needs
+    /// `CAP_NET_RAW`).
+    pub fn promiscuous(mut self, on: bool) -> Self {
+        self.promiscuous = on;
+        self
+    }
+    /// Skips packets this host sends (default off).
+    pub fn ignore_outgoing(mut self, on: bool) -> Self {
+        self.ignore_outgoing = on;
+        self
+    }
+    /// Asks the kernel to fill in each packet's flow hash (default off).
+    pub fn rx_hash(mut self, on: bool) -> Self {
+        self.rx_hash = on;
+        self
+    }
+    /// Timestamp source (default software, nanosecond resolution).
+    pub fn timestamping(mut self, ts: Timestamping) -> Self {
+        self.timestamping = ts;
+        self
+    }
+    /// Busy-poll the device for up to this long on a blocking read (`SO_BUSY_POLL`; default off;
+    /// needs `CAP_NET_ADMIN` to raise above the system default).
+    pub fn busy_poll(mut self, budget: Duration) -> Self {
+        self.busy_poll = Some(budget);
+        self
+    }
+    /// A classic BPF program run in the kernel on every packet before it reaches the ring
+    /// (default none). It is attached before the socket is bound, so no packet it rejects is ever
+    /// delivered.
+    pub fn filter(mut self, program: BpfProgram) -> Self {
+        self.filter = Some(program);
+        self
+    }
+    /// Joins a kernel fanout group (default none).
+    pub fn fanout(mut self, fanout: Fanout) -> Self {
+        self.fanout = Some(fanout);
+        self
+    }
+
+    /// Checks the ring geometry without touching the kernel.
+    pub fn validate(&self) -> Result<(), GeometryError> {
+        let page = sys::page_size();
+        if self.block_count == 0 {
+            return Err(GeometryError::Empty { what: "block" });
+        }
+        if self.block_size == 0 || self.block_size % page != 0 {
+            return Err(GeometryError::BlockSizeNotPageMultiple {
+                block_size: self.block_size,
+                page_size: page,
+            });
+        }
+        if self.frame_size % libc::TPACKET_ALIGNMENT != 0 {
+            return Err(GeometryError::FrameSizeUnaligned {
+                frame_size: self.frame_size,
+            });
+        }
+        let min = libc::TPACKET3_HDRLEN.next_multiple_of(libc::TPACKET_ALIGNMENT);
+        if self.frame_size < min {
+            return Err(GeometryError::FrameSizeTooSmall {
+                frame_size: self.frame_size,
+                min,
+            });
+        }
+        if self.frame_size > self.block_size {
+            return Err(GeometryError::FrameLargerThanBlock {
+                frame_size: self.frame_size,
+                block_size: self.block_size,
+            });
+        }
+        let bytes = self.block_size as u128 * self.block_count as u128;
+        let limit = u32::MAX as u128;
+        if bytes > limit {
+            return Err(GeometryError::TooLarge { bytes, limit });
+        }
+        let ms = self.block_timeout.as_millis();
+        if !(1..=60_000).contains(&ms) {
+            return Err(GeometryError::BlockTimeout { ms });
+        }
+        Ok(())
+    }
+
+    /// Opens the capture.
+    ///
+    /// The socket is created bound to no protocol (so it receives nothing), then gets its ring,
+    /// filter and options, and only then is bound to the interface: the first block holds only
+    /// packets from this interface that passed the filter.
+    pub fn open(self) -> Result<Capture> {
+        self.validate()?;
+        let iface = Interface::by_name(&self.interface)?;
+        let sock = PacketSocket::open()?;
+        sock.set_version(libc::tpacket_versions::TPACKET_V3)?;
+        if let Some(prog) = &self.filter {
+            sock.attach_filter(prog)?;
+        }
+        if self.ignore_outgoing {
+            sock.set_ignore_outgoing()?;
+        }
+        if self.timestamping == Timestamping::Hardware {
+            sock.set_timestamping(libc::SOF_TIMESTAMPING_RAW_HARDWARE)?;
+        }
+        if let Some(budget) = self.busy_poll {
+            sock.set_busy_poll(budget)?;
+        }
+        let req = libc::tpacket_req3 {
+            tp_block_size: self.block_size as u32,
+            tp_block_nr: self.block_count as u32,
+            tp_frame_size: self.frame_size as u32,
+            tp_frame_nr: ((self.block_size / self.frame_size) * self.block_count) as u32,
+            tp_retire_blk_tov: self.block_timeout.as_millis() as u32,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: if self.rx_hash {
+                libc::TP_FT_REQ_FILL_RXHASH
+            } else {
+                0
+            },
+        };
+        sock.set_rx_ring(&req)?;
+        let mem = sock.map_ring(self.block_size * self.block_count)?;
+        let ring = Arc::new(RxRing::new(mem, self.block_size, self.block_count));
+        sock.bind(iface.index(), self.protocol.raw())
+            .map_err(|e| gone_or(e, &iface))?;
+        if self.promiscuous {
+            sock.set_promiscuous(iface.index())?;
+        }
+        if let Some(fanout) = &self.fanout {
+            sock.join_fanout(fanout.raw())?;
+        }
+        let epoll = Epoll::watch(sock.as_fd(), (libc::EPOLLIN | libc::EPOLLERR) as u32)
+            .map_err(|e| Error::os("epoll", e))?;
+        Ok(Capture {
+            drain_grace: self.block_timeout * 2 + Duration::from_millis(20),
+            sock,
+            epoll,
+            ring,
+            cursor: Cursor::default(),
+            iface,
+            stats_total: Stats::default(),
+            stats_pending: Stats::default(),
+            fault: None,
+            gone: false,
+        })
+    }
+}
+
+/// Turns ENODEV at bind time (the interface vanished since lookup) into `NoSuchInterface`.
+fn gone_or(e: Error, iface: &Interface) -> Error {
+    if e.raw_os_error() == Some(libc::ENODEV) || e.raw_os_error() == Some(libc::ENXIO) {
+        Error::NoSuchInterface {
+            name: iface.name().to_owned(),
+        }
+    } else {
+        e
+    }
+}
+
+/// A socket error waiting to be reported once the ring is drained.
+#[derive(Debug)]
+struct Fault {
+    error: Error,
+    report_at: Instant,
+}
+
+/// A TPACKET_V3 capture on one interface.
+///
+/// Batches come out in ring order as owned [`Batch`]es. Up to `block_count` of them may be held at
+/// once, and dropped in any order; while the user holds the block the reader would read next, the
+/// reader waits for it rather than yield it twice (and the kernel counts drops meanwhile).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let mut cap = netring::Capture::open("eth0")?;
+/// while let Some(batch) = cap.next_batch(Some(Duration::from_secs(1)))? {
+///     for pkt in &batch {
+///         println!("{} bytes at {:?}", pkt.wire_len(), pkt.timestamp());
+///     }
+/// }
+/// # Ok::<(), netring::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Capture {
+    // Field order matters for Drop: the socket is closed before the ring may be unmapped (the
+    // ring's Arc may be kept alive by batches anyway).
+    sock: PacketSocket,
+    epoll: Epoll,
+    ring: Arc<RxRing>,
+    cursor: Cursor,
+    iface: Interface,
+    stats_total: Stats,
+    stats_pending: Stats,
+    fault: Option<Fault>,
+    gone: bool,
+    drain_grace: Duration,
+}
+
+impl Capture {
+    /// A builder for a capture on `interface`.
+    pub fn builder(interface: &str) -> CaptureBuilder {
+        CaptureBuilder::new(interface)
+    }
+
+    /// Opens a capture on `interface` with the default settings.
+    pub fn open(interface: &str) -> Result<Self> {
+        CaptureBuilder::new(interface).open()
+    }
+
+    /// The interface, as it was when the capture was opened.
+    pub fn interface(&self) -> &Interface {
+        &self.iface
+    }
+
+    /// Number of blocks in the ring (the most batches that can be held at once).
+    pub fn block_count(&self) -> usize {
+        self.ring.block_count()
+    }
+
+    /// Bytes per block.
+    pub fn block_size(&self) -> usize {
+        self.ring.block_size()
+    }
+
+    /// Waits for the next retired block, up to `timeout` (`None`: forever).
+    ///
+    /// Returns `Ok(None)` on timeout. On a quiet link a packet is delivered within the block
+    /// timeout. If the interface goes down or is deleted, every block already retired is delivered
+    /// first, then the error ([`Error::InterfaceDown`] or [`Error::InterfaceGone`]); batches
+    /// already held stay valid.
+    pub fn next_batch(&mut self, timeout: Option<Duration>) -> Result<Option<Batch>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut waited = false;
+        loop {
+            let reason = match self.cursor.take(&self.ring) {
+                Ok(info) => return Ok(Some(Batch::new(self.ring.clone(), info))),
+                Err(reason) => reason,
+            };
+            if let Some(err) = self.due_fault() {
+                return Err(err);
+            }
+            let now = Instant::now();
+            if waited && deadline.is_some_and(|d| now >= d) {
+                return Ok(None);
+            }
+            // Wake up in time to report a pending fault.
+            let until = match (&self.fault, deadline) {
+                (Some(f), Some(d)) => Some(d.min(f.report_at)),
+                (Some(f), None) => Some(f.report_at),
+                (None, d) => d,
+            };
+            let remaining = until.map(|u| u.saturating_duration_since(now));
+            match reason {
+                NotReady::HeldByUser => {
+                    if remaining != Some(Duration::ZERO) {
+                        self.ring.wait_released(self.cursor.next_index(), remaining);
+                    }
+                    // Errors are still noticed while waiting for the user.
+                    self.poll_events(Some(Duration::ZERO))?;
+                }
+                NotReady::Kernel => self.poll_events(remaining)?,
+            }
+            waited = true;
+        }
+    }
+
+    /// Returns the next retired block if there is one, without blocking.
+    pub fn try_next_batch(&mut self) -> Result<Option<Batch>> {
+        self.next_batch(Some(Duration::ZERO))
+    }
+
+    /// Waits for a socket event and turns an error event into a pending fault.
+    fn poll_events(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let events = self
+            .epoll
+            .wait(timeout)
+            .map_err(|e| Error::os("epoll_wait", e))?;
+        if events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+            self.check_socket_error()?;
+        }
+        Ok(())
+    }
+
+    fn check_socket_error(&mut self) -> Result<()> {
+        let Some(err) = self.sock.take_error()? else {
+            return Ok(());
+        };
+        let error = match err.raw_os_error() {
+            Some(libc::ENETDOWN) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
+                if self.interface_still_exists() {
+                    Error::InterfaceDown {
+                        name: self.iface.name().to_owned(),
+                    }
+                } else {
+                    self.gone = true;
+                    Error::InterfaceGone {
+                        name: self.iface.name().to_owned(),
+                        index: self.iface.index(),
+                    }
+                }
+            }
+            _ => Error::os("capture socket", err),
+        };
+        // Packets in the block the kernel had open are retired by its timer: wait for them.
+        self.fault = Some(Fault {
+            error,
+            report_at: Instant::now() + self.drain_grace,
+        });
+        Ok(())
+    }
+
+    fn interface_still_exists(&self) -> bool {
+        sys::if_name(self.iface.index()).as_deref() == Some(self.iface.name())
+    }
+
+    /// The pending fault, if its drain period is over.
+    fn due_fault(&mut self) -> Option<Error> {
+        if self
+            .fault
+            .as_ref()
+            .is_some_and(|f| Instant::now() >= f.report_at)
+        {
+            let fault = self.fault.take()?;
+            if self.gone {
+                // Keep reporting it: nothing more will ever arrive.
+                self.fault = Some(Fault {
+                    error: Error::InterfaceGone {
+                        name: self.iface.name().to_owned(),
+                        index: self.iface.index(),
+                    },
+                    report_at: Instant::now(),
+                });
+            }
+            return Some(fault.error);
+        }
+        None
+    }
+
+    fn fetch_stats(&mut self) -> Result<()> {
+        let s = self.sock.statistics()?;
+        let delta = Stats {
+            packets: s.tp_packets.into(),
+            drops: s.tp_drops.into(),
+            freeze_count: s.tp_freeze_q_cnt.into(),
+        };
+        self.stats_total += delta;
+        self.stats_pending += delta;
+        Ok(())
+    }
+
+    /// Kernel counters since the previous call to `stats` (the kernel resets its own counters on
+    /// every read; this keeps the delta and the cumulative total consistent however the two calls
+    /// are mixed).
+    pub fn stats(&mut self) -> Result<Stats> {
+        self.fetch_stats()?;
+        Ok(std::mem::take(&mut self.stats_pending))
+    }
+
+    /// Kernel counters since the capture was opened, as 64-bit totals.
+    pub fn cumulative_stats(&mut self) -> Result<Stats> {
+        self.fetch_stats()?;
+        Ok(self.stats_total)
+    }
+
+    /// Blocks missing between consecutive batches' sequence numbers (should stay 0).
+    pub fn sequence_gaps(&self) -> u64 {
+        self.cursor.gaps
+    }
+
+    /// Blocks whose header failed validation and were handed straight back (should stay 0).
+    pub fn malformed_blocks(&self) -> u64 {
+        self.cursor.malformed
+    }
+
+    /// The kernel's id of the fanout group this capture is in, if any (useful with
+    /// [`FanoutFlags::UNIQUE_ID`]).
+    pub fn fanout_group_id(&self) -> Option<u16> {
+        let v: libc::c_int =
+            sys::getsockopt(self.sock.as_fd(), libc::SOL_PACKET, libc::PACKET_FANOUT).ok()?;
+        (v != 0).then_some(v as u32 as u16)
+    }
+}
+
+impl AsFd for Capture {
+    /// The packet socket, e.g. for registering with an event loop (readable when a block retires).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // Batches may keep the ring mapping (and with it the socket) alive after this; make the
+        // socket stop taking packets now so it does not hold traffic nobody will read.
+        let _ = self.sock.attach_filter(&BpfProgram::reject_all());
+    }
+}

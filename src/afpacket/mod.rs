@@ -1,0 +1,20 @@
+//! The AF_PACKET backend: a TPACKET_V3 receive ring ([`Capture`]) and a mmap TX ring
+//! ([`Injector`]).
+//!
+//! Inner shape, shared with the other backends: `socket` (the OS object and its options), `ring`
+//! (shared-memory bookkeeping, testable without a kernel), `batch` (the owned zero-copy handles
+//! lent to users), `tx` (transmission), plus `capture` (the RX builder and reader).
+
+mod batch;
+mod capture;
+mod ring;
+mod socket;
+mod tx;
+
+pub use batch::{
+    Batch, OwnedPacket, Packet, PacketType, Packets, Timestamp, TimestampSource, VlanTag,
+};
+pub use capture::{
+    Capture, CaptureBuilder, Fanout, FanoutFlags, FanoutMode, Protocol, Stats, Timestamping,
+};
+pub use tx::{Injector, InjectorBuilder, TxSlot};

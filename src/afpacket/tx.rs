@@ -1,0 +1,514 @@
+//! The mmap TX ring: reserve a frame, write it in place, commit; flush to kick the kernel.
+//!
+//! The TX ring uses `TPACKET_V2` frames: a fixed-size slot per frame with a status word
+//! (`TP_STATUS_AVAILABLE` -> ours to fill, `TP_STATUS_SEND_REQUEST` -> queued for the kernel,
+//! `TP_STATUS_SENDING` -> in flight). TPACKET_V3's block layout brings nothing to transmission.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::socket::PacketSocket;
+use crate::error::{Error, GeometryError, Result};
+use crate::iface::Interface;
+use crate::sys;
+
+/// Offset of the frame data inside a V2 TX slot: `TPACKET2_HDRLEN - sizeof(sockaddr_ll)`, where
+/// the kernel reads it from when `PACKET_TX_HAS_OFF` is not set.
+pub(crate) const TX_DATA_OFFSET: usize =
+    libc::TPACKET2_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
+const TX_STATUS: usize = 0;
+const TX_LEN: usize = 4;
+const ETH_HLEN: usize = 14;
+
+/// Slot bookkeeping of a TX ring, independent of the kernel: where each frame lives and which
+/// one is next. Kept apart from the socket so it can be checked without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TxGeometry {
+    pub block_size: usize,
+    pub block_count: usize,
+    pub frame_size: usize,
+    pub frames_per_block: usize,
+}
+
+impl TxGeometry {
+    /// Lays out `frame_count` frames of `frame_size` bytes in page-multiple blocks.
+    pub(crate) fn new(
+        frame_size: usize,
+        frame_count: usize,
+        page: usize,
+    ) -> Result<Self, GeometryError> {
+        if frame_count == 0 {
+            return Err(GeometryError::Empty { what: "frame" });
+        }
+        if frame_size % libc::TPACKET_ALIGNMENT != 0 {
+            return Err(GeometryError::FrameSizeUnaligned { frame_size });
+        }
+        let min = TX_DATA_OFFSET + ETH_HLEN;
+        if frame_size < min {
+            return Err(GeometryError::FrameSizeTooSmall { frame_size, min });
+        }
+        // Smallest page multiple holding at least one frame; frames never straddle blocks.
+        let block_size = frame_size.div_ceil(page) * page;
+        let frames_per_block = block_size / frame_size;
+        let block_count = frame_count.div_ceil(frames_per_block);
+        let bytes = block_size as u128 * block_count as u128;
+        let limit = u32::MAX as u128;
+        if bytes > limit {
+            return Err(GeometryError::TooLarge { bytes, limit });
+        }
+        Ok(Self {
+            block_size,
+            block_count,
+            frame_size,
+            frames_per_block,
+        })
+    }
+
+    pub(crate) fn frame_count(&self) -> usize {
+        self.frames_per_block * self.block_count
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.block_size * self.block_count
+    }
+
+    /// Byte offset of frame `i` in the mapping.
+    pub(crate) fn frame_offset(&self, i: usize) -> usize {
+        (i / self.frames_per_block) * self.block_size
+            + (i % self.frames_per_block) * self.frame_size
+    }
+
+    /// Largest frame payload a slot holds.
+    pub(crate) fn max_frame_len(&self) -> usize {
+        self.frame_size - TX_DATA_OFFSET
+    }
+}
+
+/// Largest frame the link takes: MTU plus the Ethernet header, plus 4 if the frame carries a VLAN
+/// tag (the kernel's own allowance).
+pub(crate) fn link_max_frame(mtu: u32, frame: &[u8]) -> usize {
+    let tagged =
+        frame.len() >= ETH_HLEN && matches!([frame[12], frame[13]], [0x81, 0x00] | [0x88, 0xa8]);
+    mtu as usize + ETH_HLEN + if tagged { 4 } else { 0 }
+}
+
+/// Configures and opens an [`Injector`].
+///
+/// ```no_run
+/// let mut tx = netring::Injector::builder("eth0")
+///     .frame_size(2048)
+///     .frame_count(512)
+///     .qdisc_bypass(true)
+///     .open()?;
+/// # Ok::<(), netring::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct InjectorBuilder {
+    interface: String,
+    frame_size: usize,
+    frame_count: usize,
+    qdisc_bypass: bool,
+}
+
+impl InjectorBuilder {
+    /// Default frame slot size: 2048 bytes (room for a 1514-byte frame; use 16384 for jumbo).
+    pub const DEFAULT_FRAME_SIZE: usize = 2048;
+    /// Default number of frame slots: 256.
+    pub const DEFAULT_FRAME_COUNT: usize = 256;
+
+    /// Slot size in bytes, a multiple of 16. A slot holds a frame of up to `frame_size - 32` bytes.
+    pub fn frame_size(mut self, bytes: usize) -> Self {
+        self.frame_size = bytes;
+        self
+    }
+    /// Number of slots (rounded up to fill whole blocks).
+    pub fn frame_count(mut self, n: usize) -> Self {
+        self.frame_count = n;
+        self
+    }
+    /// Hands frames straight to the driver, skipping the qdisc layer (`PACKET_QDISC_BYPASS`;
+    /// default off). Faster; traffic control and `tc` shaping no longer apply.
+    pub fn qdisc_bypass(mut self, on: bool) -> Self {
+        self.qdisc_bypass = on;
+        self
+    }
+
+    /// Opens the TX ring.
+    pub fn open(self) -> Result<Injector> {
+        let geometry = TxGeometry::new(self.frame_size, self.frame_count, sys::page_size())?;
+        let iface = Interface::by_name(&self.interface)?;
+        let sock = PacketSocket::open()?;
+        sock.set_version(libc::tpacket_versions::TPACKET_V2)?;
+        if self.qdisc_bypass {
+            sock.set_qdisc_bypass()?;
+        }
+        let req = libc::tpacket_req {
+            tp_block_size: geometry.block_size as u32,
+            tp_block_nr: geometry.block_count as u32,
+            tp_frame_size: geometry.frame_size as u32,
+            tp_frame_nr: geometry.frame_count() as u32,
+        };
+        sock.set_tx_ring(&req)?;
+        let mem = sock.map_ring(geometry.bytes())?;
+        // Protocol 0: this socket sends only, so it takes no received traffic.
+        sock.bind(iface.index(), 0)?;
+        Ok(Injector {
+            sock,
+            mem,
+            geometry,
+            iface,
+            next: 0,
+            queued: 0,
+        })
+    }
+}
+
+/// A TX ring on one interface.
+///
+/// ```no_run
+/// let mut tx = netring::Injector::open("eth0")?;
+/// let frame = [0u8; 60];
+/// tx.send(&frame)?;                 // copy into a free slot (waits if the ring is full)
+/// if let Some(mut slot) = tx.try_reserve(60)? {
+///     slot.data_mut().copy_from_slice(&frame); // or write in place
+///     slot.commit();
+/// }
+/// tx.flush()?;                      // kick the kernel
+/// tx.wait_sent(None)?;              // until every committed frame has left
+/// # Ok::<(), netring::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Injector {
+    sock: PacketSocket,
+    mem: sys::Mmap,
+    geometry: TxGeometry,
+    iface: Interface,
+    /// Next slot to fill.
+    next: usize,
+    /// Frames committed since the last flush.
+    queued: usize,
+}
+
+impl Injector {
+    /// A builder for a TX ring on `interface`.
+    pub fn builder(interface: &str) -> InjectorBuilder {
+        InjectorBuilder {
+            interface: interface.to_owned(),
+            frame_size: InjectorBuilder::DEFAULT_FRAME_SIZE,
+            frame_count: InjectorBuilder::DEFAULT_FRAME_COUNT,
+            qdisc_bypass: false,
+        }
+    }
+
+    /// Opens a TX ring on `interface` with the default settings.
+    pub fn open(interface: &str) -> Result<Self> {
+        Self::builder(interface).open()
+    }
+
+    /// The interface, as it was when the ring was opened.
+    pub fn interface(&self) -> &Interface {
+        &self.iface
+    }
+
+    /// Number of frame slots.
+    pub fn frame_count(&self) -> usize {
+        self.geometry.frame_count()
+    }
+
+    /// Largest frame one slot holds.
+    pub fn max_frame_len(&self) -> usize {
+        self.geometry.max_frame_len()
+    }
+
+    fn status(&self, i: usize) -> &AtomicU32 {
+        let off = self.geometry.frame_offset(i) + TX_STATUS;
+        assert!(off + 4 <= self.mem.len());
+        // SAFETY: in bounds (checked above), 4-byte aligned (slots are 16-byte aligned), and only
+        // accessed atomically on our side; the kernel uses its own barriers on this word.
+        unsafe { &*(self.mem.as_ptr().add(off) as *const AtomicU32) }
+    }
+
+    fn check_len(&self, frame_start: &[u8], len: usize) -> Result<()> {
+        if len > self.geometry.max_frame_len() {
+            return Err(Error::FrameTooLarge {
+                len,
+                max: self.geometry.max_frame_len(),
+            });
+        }
+        if len < ETH_HLEN {
+            return Err(Error::FrameTooShort { len });
+        }
+        let max = link_max_frame(self.iface.mtu(), frame_start);
+        if len > max {
+            return Err(Error::FrameExceedsMtu {
+                len,
+                mtu: self.iface.mtu(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reserves the next slot for a frame of `len` bytes, if one is free. Nothing is sent until
+    /// the returned [`TxSlot`] is committed and the ring flushed.
+    ///
+    /// A `len` beyond the slot size or the link MTU is an error here; `len` is checked against the
+    /// MTU without a VLAN tag (use [`send`](Self::send) for tagged frames up to MTU + 18).
+    pub fn try_reserve(&mut self, len: usize) -> Result<Option<TxSlot<'_>>> {
+        self.check_len(&[], len)?;
+        self.reserve_checked(len)
+    }
+
+    fn reserve_checked(&mut self, len: usize) -> Result<Option<TxSlot<'_>>> {
+        let i = self.next;
+        match self.status(i).load(Ordering::Acquire) {
+            libc::TP_STATUS_AVAILABLE => {}
+            libc::TP_STATUS_WRONG_FORMAT => {
+                // The kernel refused this frame earlier; reclaim the slot and say so.
+                self.status(i)
+                    .store(libc::TP_STATUS_AVAILABLE, Ordering::Release);
+                return Err(Error::Io {
+                    operation: "TX ring",
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the kernel rejected a queued frame (TP_STATUS_WRONG_FORMAT)",
+                    ),
+                });
+            }
+            _ => return Ok(None),
+        }
+        Ok(Some(TxSlot {
+            tx: self,
+            index: i,
+            len,
+        }))
+    }
+
+    /// Reserves the next slot, waiting up to `timeout` (`None`: forever) for one to free up.
+    /// Flushes queued frames before waiting, so the wait can end. `Ok(None)` on timeout.
+    pub fn reserve(&mut self, len: usize, timeout: Option<Duration>) -> Result<Option<TxSlot<'_>>> {
+        self.check_len(&[], len)?;
+        if !self.wait_slot(timeout)? {
+            return Ok(None);
+        }
+        self.reserve_checked(len)
+    }
+
+    /// Copies `frame` into a free slot and commits it (one copy). Returns `false` if the ring is
+    /// full; the frame is then not queued.
+    pub fn try_send(&mut self, frame: &[u8]) -> Result<bool> {
+        self.check_len(frame, frame.len())?;
+        match self.reserve_checked(frame.len())? {
+            Some(mut slot) => {
+                slot.data_mut().copy_from_slice(frame);
+                slot.commit();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Copies `frame` into a slot, waiting for one if the ring is full, and commits it.
+    pub fn send(&mut self, frame: &[u8]) -> Result<()> {
+        self.check_len(frame, frame.len())?;
+        loop {
+            if self.try_send(frame)? {
+                return Ok(());
+            }
+            self.wait_slot(None)?;
+        }
+    }
+
+    /// Waits until the next slot is free. Returns false on timeout.
+    fn wait_slot(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.status(self.next).load(Ordering::Acquire) != libc::TP_STATUS_SEND_REQUEST
+                && self.status(self.next).load(Ordering::Acquire) != libc::TP_STATUS_SENDING
+            {
+                return Ok(true);
+            }
+            self.flush()?;
+            let remaining = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(false);
+                    }
+                    Some((d - now).min(Duration::from_millis(100)))
+                }
+                None => Some(Duration::from_millis(100)),
+            };
+            // POLLOUT: the kernel's current TX slot is available again. The short cap guards
+            // against a completion that lands between our check and the poll.
+            sys::poll_one(self.sock.as_fd(), libc::POLLOUT, remaining)
+                .map_err(|e| Error::os("poll", e))?;
+        }
+    }
+
+    /// Frames committed but not yet handed to the kernel by a flush.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Asks the kernel to send every committed frame (`send(2)` with `MSG_DONTWAIT`).
+    pub fn flush(&mut self) -> Result<()> {
+        self.queued = 0;
+        match sys::send_kick(self.sock.as_fd(), libc::MSG_DONTWAIT) {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                // Queue/device busy: frames stay queued, the next flush retries them.
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => Ok(()),
+                Some(libc::ENETDOWN) | Some(libc::ENXIO) | Some(libc::ENODEV) => {
+                    if sys::if_name(self.iface.index()).as_deref() == Some(self.iface.name()) {
+                        Err(Error::InterfaceDown {
+                            name: self.iface.name().to_owned(),
+                        })
+                    } else {
+                        Err(Error::InterfaceGone {
+                            name: self.iface.name().to_owned(),
+                            index: self.iface.index(),
+                        })
+                    }
+                }
+                _ => Err(Error::os("TX ring send", e)),
+            },
+        }
+    }
+
+    /// Frames committed and not yet sent (queued or in flight).
+    pub fn in_flight(&self) -> usize {
+        (0..self.frame_count())
+            .filter(|&i| {
+                let s = self.status(i).load(Ordering::Acquire);
+                s == libc::TP_STATUS_SEND_REQUEST || s == libc::TP_STATUS_SENDING
+            })
+            .count()
+    }
+
+    /// Flushes, then waits up to `timeout` (`None`: forever) until the kernel has finished with
+    /// every committed frame. Returns true when all are sent.
+    pub fn wait_sent(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            self.flush()?;
+            if self.in_flight() == 0 {
+                return Ok(true);
+            }
+            let step = Duration::from_millis(1);
+            if let Some(d) = deadline {
+                if Instant::now() >= d {
+                    return Ok(false);
+                }
+            }
+            sys::poll_one(self.sock.as_fd(), libc::POLLOUT, Some(step))
+                .map_err(|e| Error::os("poll", e))?;
+            if self.in_flight() != 0 {
+                // Completion is signalled per skb; sleep briefly rather than spin on POLLOUT
+                // while the slot under the kernel's head is already free.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+}
+
+impl AsFd for Injector {
+    /// The packet socket (writable when the kernel's current slot is free).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+/// A reserved TX slot. Write the frame with [`data_mut`](Self::data_mut), then
+/// [`commit`](Self::commit); dropping it uncommitted leaves the slot free and sends nothing.
+pub struct TxSlot<'a> {
+    tx: &'a mut Injector,
+    index: usize,
+    len: usize,
+}
+
+impl TxSlot<'_> {
+    /// The frame's bytes, in place in the ring (initially whatever the slot last held).
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let off = self.tx.geometry.frame_offset(self.index) + TX_DATA_OFFSET;
+        assert!(off + self.len <= self.tx.mem.len());
+        // SAFETY: in bounds (checked above); the slot's status is AVAILABLE, so the kernel does
+        // not read or write it until we publish SEND_REQUEST, and `&mut self` makes this the only
+        // reference into the slot on our side.
+        unsafe { std::slice::from_raw_parts_mut(self.tx.mem.as_ptr().add(off), self.len) }
+    }
+
+    /// Shortens the frame to `len` bytes (it cannot grow past the reserved length).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Queues the frame. It leaves on the next [`Injector::flush`].
+    pub fn commit(self) {
+        let off = self.tx.geometry.frame_offset(self.index);
+        let len = self.len as u32;
+        // SAFETY: the slot header (tpacket2_hdr) is in bounds and ours while AVAILABLE; tp_len is
+        // a plain u32 at offset 4, 4-byte aligned.
+        unsafe {
+            std::ptr::write_volatile(self.tx.mem.as_ptr().add(off + TX_LEN) as *mut u32, len);
+        }
+        // Release: the frame bytes and tp_len are visible to the kernel before the status flips.
+        self.tx
+            .status(self.index)
+            .store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.tx.next = (self.index + 1) % self.tx.frame_count();
+        self.tx.queued += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_lays_frames_in_blocks() {
+        let g = TxGeometry::new(2048, 256, 4096).unwrap();
+        assert_eq!(g.block_size, 4096);
+        assert_eq!(g.frames_per_block, 2);
+        assert_eq!(g.frame_count(), 256);
+        assert_eq!(g.frame_offset(0), 0);
+        assert_eq!(g.frame_offset(1), 2048);
+        assert_eq!(g.frame_offset(2), 4096);
+        assert_eq!(g.max_frame_len(), 2048 - 32);
+        // A frame size that does not divide the block leaves a tail unused.
+        let g = TxGeometry::new(1536, 5, 4096).unwrap();
+        assert_eq!(g.frames_per_block, 2);
+        assert_eq!(g.frame_count(), 6);
+        assert_eq!(g.frame_offset(2), 4096);
+        // Jumbo frames span several pages.
+        let g = TxGeometry::new(10240, 4, 4096).unwrap();
+        assert_eq!(g.block_size, 12288);
+        assert_eq!(g.frame_offset(3), 3 * 12288);
+    }
+
+    #[test]
+    fn geometry_errors() {
+        assert!(matches!(
+            TxGeometry::new(2047, 4, 4096),
+            Err(GeometryError::FrameSizeUnaligned { .. })
+        ));
+        assert!(matches!(
+            TxGeometry::new(32, 4, 4096),
+            Err(GeometryError::FrameSizeTooSmall { .. })
+        ));
+        assert!(matches!(
+            TxGeometry::new(2048, 0, 4096),
+            Err(GeometryError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn vlan_frames_get_four_more_bytes() {
+        let mut f = vec![0u8; 64];
+        assert_eq!(link_max_frame(1500, &f), 1514);
+        f[12] = 0x81;
+        f[13] = 0x00;
+        assert_eq!(link_max_frame(1500, &f), 1518);
+    }
+}
