@@ -8,7 +8,7 @@
 //! let mut file = Vec::new();
 //! let mut w = PcapWriter::new(&mut file)?;
 //! w.write_frame(Timestamp { sec: 1, nsec: 5 }, 60, &[0u8; 60], None)?;
-//! drop(w);
+//! w.into_inner()?;
 //! let records: Vec<_> = PcapReader::new(&file[..])?.collect::<Result<_, _>>()?;
 //! assert_eq!(records[0].timestamp.nsec, 5);
 //! # Ok::<(), netring::Error>(())
@@ -307,7 +307,7 @@ mod tests {
         w.write_frame(Timestamp { sec: 8, nsec: 1 }, 100, &frame, None)
             .unwrap();
         assert_eq!(w.records(), 2);
-        drop(w);
+        w.into_inner().unwrap();
         let mut r = PcapReader::new(&buf[..]).unwrap();
         assert!(r.is_nanosecond());
         assert_eq!(r.link_type(), LINKTYPE_ETHERNET);
@@ -338,7 +338,7 @@ mod tests {
             .unwrap();
         w.write_frame(Timestamp { sec: 2, nsec: 0 }, 20, &[2u8; 20], None)
             .unwrap();
-        drop(w);
+        w.into_inner().unwrap();
         buf.truncate(buf.len() - 5);
         let got: Vec<_> = PcapReader::new(&buf[..]).unwrap().collect();
         assert_eq!(got.len(), 2);

@@ -15,7 +15,7 @@ use super::ring::{BlockInfo, PacketMeta, PacketWalker, RxRing};
 ///
 /// Packet data is borrowed from the batch, so it cannot outlive it:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0597
 /// # fn f(cap: &mut netring::Capture) -> netring::Result<()> {
 /// let data: &[u8];
 /// {
@@ -438,7 +438,6 @@ mod tests {
         let owned: Vec<OwnedPacket> = batch.iter().map(|p| p.to_owned_packet()).collect();
         let copy = batch.iter().nth(1).unwrap().to_bytes();
         drop(batch);
-        drop(cur);
         assert_eq!(ring.holds(0), 2);
         let t = std::thread::spawn(move || {
             let datas: Vec<Vec<u8>> = owned.iter().map(|p| p.data().to_vec()).collect();
