@@ -175,22 +175,18 @@ impl BpfProgram {
 mod tests {
     use super::*;
 
-    // `tcpdump -dd 'udp port 9999'` (libpcap 1.10) for Ethernet.
+    // `tcpdump -dd -y EN10MB 'udp port 9999'` (tcpdump 4.99.3, libpcap 1.10.3).
     const UDP_9999: &str = "\
 { 0x28, 0, 0, 0x0000000c },
-{ 0x15, 0, 8, 0x000086dd },
+{ 0x15, 0, 6, 0x000086dd },
 { 0x30, 0, 0, 0x00000014 },
-{ 0x15, 2, 0, 0x00000084 },
-{ 0x15, 1, 0, 0x00000006 },
-{ 0x15, 0, 17, 0x00000011 },
+{ 0x15, 0, 15, 0x00000011 },
 { 0x28, 0, 0, 0x00000036 },
-{ 0x15, 14, 0, 0x0000270f },
+{ 0x15, 12, 0, 0x0000270f },
 { 0x28, 0, 0, 0x00000038 },
-{ 0x15, 12, 13, 0x0000270f },
-{ 0x15, 0, 12, 0x00000800 },
+{ 0x15, 10, 11, 0x0000270f },
+{ 0x15, 0, 10, 0x00000800 },
 { 0x30, 0, 0, 0x00000017 },
-{ 0x15, 2, 0, 0x00000084 },
-{ 0x15, 1, 0, 0x00000006 },
 { 0x15, 0, 8, 0x00000011 },
 { 0x28, 0, 0, 0x00000014 },
 { 0x45, 6, 0, 0x00001fff },
@@ -206,9 +202,10 @@ mod tests {
     #[test]
     fn parses_tcpdump_dd() {
         let p = BpfProgram::from_tcpdump_dd(UDP_9999).unwrap();
-        assert_eq!(p.len(), 24);
+        assert_eq!(p.len(), 20);
         assert_eq!(p.instructions()[0], BpfInsn::new(0x28, 0, 0, 12));
-        assert_eq!(p.instructions()[23], BpfInsn::new(6, 0, 0, 0));
+        assert_eq!(p.instructions()[18], BpfInsn::new(6, 0, 0, 0x40000));
+        assert_eq!(p.instructions()[19], BpfInsn::new(6, 0, 0, 0));
     }
 
     #[test]

@@ -105,6 +105,19 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
+    /// An async ring was created outside the runtime it is meant for.
+    #[error(
+        "no {runtime} runtime is running: create the async ring from inside one (with IO enabled)"
+    )]
+    NoRuntime {
+        /// Which runtime was expected.
+        runtime: &'static str,
+    },
+
+    /// `Sink::start_send` was called without a successful `poll_ready` first.
+    #[error("the TX ring is full: call poll_ready (or use SinkExt::send) before start_send")]
+    SinkNotReady,
+
     /// Any other system call failure, with the operation that failed.
     #[error("{operation} failed: {source}")]
     Io {

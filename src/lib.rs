@@ -39,12 +39,13 @@ mod error;
 mod iface;
 pub mod netns;
 pub mod pcap;
+pub mod runtime;
 mod sys;
 
 pub use afpacket::{
-    Batch, Capture, CaptureBuilder, Fanout, FanoutFlags, FanoutMode, Injector, InjectorBuilder,
-    OwnedPacket, Packet, PacketType, Packets, Protocol, Stats, Timestamp, TimestampSource,
-    Timestamping, TxSlot, VlanTag,
+    AsyncCapture, AsyncInjector, Batch, Capture, CaptureBuilder, Fanout, FanoutFlags, FanoutMode,
+    Injector, InjectorBuilder, OwnedPacket, Packet, PacketStream, PacketType, Packets, Protocol,
+    Stats, Timestamp, TimestampSource, Timestamping, TxSlot, VlanTag,
 };
 pub use bpf::{BpfInsn, BpfProgram};
 pub use error::{Error, GeometryError, Result};

@@ -53,6 +53,24 @@ impl Batch {
         }
     }
 
+    /// A cursor over this batch's packets that borrows nothing (for streams that keep the batch
+    /// and hand out owned packets one at a time).
+    pub(crate) fn walker(&self) -> PacketWalker {
+        PacketWalker::new(&self.info)
+    }
+
+    /// The next packet under `walker` as an owned handle (no copy, no allocation).
+    pub(crate) fn next_owned(&self, walker: &mut PacketWalker) -> Option<OwnedPacket> {
+        let meta = walker.next(self.bytes())?;
+        let index = self.info.index as usize;
+        self.ring.retain(index);
+        Some(OwnedPacket {
+            ring: self.ring.clone(),
+            block: index,
+            meta,
+        })
+    }
+
     /// Number of packets the block holds.
     pub fn len(&self) -> usize {
         self.info.num_pkts as usize

@@ -400,6 +400,7 @@ impl CaptureBuilder {
             stats_pending: Stats::default(),
             fault: None,
             gone: false,
+            in_fanout: self.fanout.is_some(),
         })
     }
 }
@@ -452,6 +453,8 @@ pub struct Capture {
     fault: Option<Fault>,
     gone: bool,
     drain_grace: Duration,
+    /// Joined a fanout group at open (the kernel's answer cannot tell group 0 from no group).
+    in_fanout: bool,
 }
 
 impl Capture {
@@ -485,13 +488,14 @@ impl Capture {
     /// Returns `Ok(None)` on timeout. On a quiet link a packet is delivered within the block
     /// timeout. If the interface goes down or is deleted, every block already retired is delivered
     /// first, then the error ([`Error::InterfaceDown`] or [`Error::InterfaceGone`]); batches
-    /// already held stay valid.
+    /// already held stay valid. After `InterfaceDown` the capture goes on if the interface comes
+    /// back up; after `InterfaceGone` every call returns that error once the ring is drained.
     pub fn next_batch(&mut self, timeout: Option<Duration>) -> Result<Option<Batch>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut waited = false;
         loop {
-            let reason = match self.cursor.take(&self.ring) {
-                Ok(info) => return Ok(Some(Batch::new(self.ring.clone(), info))),
+            let reason = match self.try_take() {
+                Ok(batch) => return Ok(Some(batch)),
                 Err(reason) => reason,
             };
             if let Some(err) = self.due_fault() {
@@ -501,22 +505,16 @@ impl Capture {
             if waited && deadline.is_some_and(|d| now >= d) {
                 return Ok(None);
             }
-            // Wake up in time to report a pending fault.
-            let until = match (&self.fault, deadline) {
-                (Some(f), Some(d)) => Some(d.min(f.report_at)),
-                (Some(f), None) => Some(f.report_at),
-                (None, d) => d,
-            };
-            let remaining = until.map(|u| u.saturating_duration_since(now));
+            let remaining = deadline.map(|d| d.saturating_duration_since(now));
             match reason {
                 NotReady::HeldByUser => {
                     if remaining != Some(Duration::ZERO) {
                         self.ring.wait_released(self.cursor.next_index(), remaining);
                     }
                     // Errors are still noticed while waiting for the user.
-                    self.poll_events(Some(Duration::ZERO))?;
+                    self.wait_events(Some(Duration::ZERO))?;
                 }
-                NotReady::Kernel => self.poll_events(remaining)?,
+                NotReady::Kernel => self.wait_events(remaining)?,
             }
             waited = true;
         }
@@ -527,13 +525,36 @@ impl Capture {
         self.next_batch(Some(Duration::ZERO))
     }
 
-    /// Waits for a socket event and turns an error event into a pending fault.
-    fn poll_events(&mut self, timeout: Option<Duration>) -> Result<()> {
+    /// Takes the block under the cursor if it is ready.
+    pub(crate) fn try_take(&mut self) -> Result<Batch, NotReady> {
+        self.cursor
+            .take(&self.ring)
+            .map(|info| Batch::new(self.ring.clone(), info))
+    }
+
+    /// Registers `waker` for the release of the block under the cursor; true if it is free now.
+    pub(crate) fn register_release(&self, waker: &std::task::Waker) -> bool {
+        self.ring.register_release(self.cursor.next_index(), waker)
+    }
+
+    /// The descriptor that is readable while the capture has a pending event; async runtimes
+    /// watch it, then call [`consume_events`](Self::consume_events).
+    pub(crate) fn readiness_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+
+    /// Collects pending events without blocking (turning socket errors into a pending fault).
+    pub(crate) fn consume_events(&mut self) -> Result<()> {
+        self.wait_events(Some(Duration::ZERO))
+    }
+
+    /// Waits for a socket or timer event and turns an error event into a pending fault.
+    fn wait_events(&mut self, timeout: Option<Duration>) -> Result<()> {
         let events = self
             .epoll
             .wait(timeout)
             .map_err(|e| Error::os("epoll_wait", e))?;
-        if events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+        if events.socket & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
             self.check_socket_error()?;
         }
         Ok(())
@@ -559,7 +580,12 @@ impl Capture {
             }
             _ => Error::os("capture socket", err),
         };
-        // Packets in the block the kernel had open are retired by its timer: wait for them.
+        // Packets in the block the kernel had open are retired by its timer; the fault is reported
+        // once they are delivered, or after the grace period at the latest (the epoll timer wakes
+        // sync and async waiters alike).
+        self.epoll
+            .arm_timer(self.drain_grace)
+            .map_err(|e| Error::os("timerfd_settime", e))?;
         self.fault = Some(Fault {
             error,
             report_at: Instant::now() + self.drain_grace,
@@ -571,27 +597,26 @@ impl Capture {
         sys::if_name(self.iface.index()).as_deref() == Some(self.iface.name())
     }
 
-    /// The pending fault, if its drain period is over.
-    fn due_fault(&mut self) -> Option<Error> {
-        if self
-            .fault
-            .as_ref()
-            .is_some_and(|f| Instant::now() >= f.report_at)
-        {
-            let fault = self.fault.take()?;
-            if self.gone {
-                // Keep reporting it: nothing more will ever arrive.
-                self.fault = Some(Fault {
-                    error: Error::InterfaceGone {
-                        name: self.iface.name().to_owned(),
-                        index: self.iface.index(),
-                    },
-                    report_at: Instant::now(),
-                });
-            }
-            return Some(fault.error);
+    /// The pending fault, once nothing more can come before it: its grace period is over, or the
+    /// block the kernel has open holds no packet (so no retire is coming).
+    pub(crate) fn due_fault(&mut self) -> Option<Error> {
+        let fault = self.fault.as_ref()?;
+        let open_block_empty = self.ring.kernel_block_is_empty(self.cursor.next_index());
+        if Instant::now() < fault.report_at && !open_block_empty {
+            return None;
         }
-        None
+        let fault = self.fault.take()?;
+        if self.gone {
+            // Keep reporting it: nothing more will ever arrive.
+            self.fault = Some(Fault {
+                error: Error::InterfaceGone {
+                    name: self.iface.name().to_owned(),
+                    index: self.iface.index(),
+                },
+                report_at: Instant::now(),
+            });
+        }
+        Some(fault.error)
     }
 
     fn fetch_stats(&mut self) -> Result<()> {
@@ -633,9 +658,14 @@ impl Capture {
     /// The kernel's id of the fanout group this capture is in, if any (useful with
     /// [`FanoutFlags::UNIQUE_ID`]).
     pub fn fanout_group_id(&self) -> Option<u16> {
+        if !self.in_fanout {
+            return None;
+        }
+        // The kernel answers `id | type << 16 | flags << 24`, or 0 when not in a group, which is
+        // also the answer for group 0 in hash mode without flags: membership is tracked here.
         let v: libc::c_int =
             sys::getsockopt(self.sock.as_fd(), libc::SOL_PACKET, libc::PACKET_FANOUT).ok()?;
-        (v != 0).then_some(v as u32 as u16)
+        Some(v as u32 as u16)
     }
 }
 

@@ -3,12 +3,16 @@
 //!
 //! Inner shape, shared with the other backends: `socket` (the OS object and its options), `ring`
 //! (shared-memory bookkeeping, testable without a kernel), `batch` (the owned zero-copy handles
-//! lent to users), `tx` (transmission), plus `capture` (the RX builder and reader).
+//! lent to users), `tx` (transmission), plus `capture` (the RX builder and reader) and the async
+//! adapters `stream` (RX `Stream`s) and `sink` (TX `Sink`), generic over a
+//! [`Runtime`](crate::runtime::Runtime).
 
 mod batch;
 mod capture;
 mod ring;
+mod sink;
 mod socket;
+mod stream;
 mod tx;
 
 pub use batch::{
@@ -17,4 +21,6 @@ pub use batch::{
 pub use capture::{
     Capture, CaptureBuilder, Fanout, FanoutFlags, FanoutMode, Protocol, Stats, Timestamping,
 };
+pub use sink::AsyncInjector;
+pub use stream::{AsyncCapture, PacketStream};
 pub use tx::{Injector, InjectorBuilder, TxSlot};

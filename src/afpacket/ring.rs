@@ -16,7 +16,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::task::Waker;
 use std::time::{Duration, Instant};
+
+use futures::task::AtomicWaker;
 
 use crate::sys::Mmap;
 
@@ -219,6 +222,8 @@ pub(crate) struct RxRing {
     reader_waiting: AtomicBool,
     released: Mutex<()>,
     released_cv: Condvar,
+    /// An async reader waiting for a held block to be released.
+    release_waker: AtomicWaker,
 }
 
 impl RxRing {
@@ -233,6 +238,7 @@ impl RxRing {
             reader_waiting: AtomicBool::new(false),
             released: Mutex::new(()),
             released_cv: Condvar::new(),
+            release_waker: AtomicWaker::new(),
         }
     }
 
@@ -279,6 +285,18 @@ impl RxRing {
         unsafe { std::slice::from_raw_parts(self.block_ptr(index), self.block_size) }
     }
 
+    /// True if block `index` is owned by the kernel and holds no packet yet (so the kernel's
+    /// retire timer has nothing to hand over).
+    pub(crate) fn kernel_block_is_empty(&self, index: usize) -> bool {
+        if self.status_word(index).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0 {
+            return false;
+        }
+        // SAFETY: in bounds and 4-byte aligned (see status_word); the kernel updates this counter
+        // while filling the block, so it is only read atomically, never through a slice.
+        let num_pkts = unsafe { &*(self.block_ptr(index).add(BLK_NUM_PKTS) as *const AtomicU32) };
+        num_pkts.load(Ordering::Relaxed) == 0
+    }
+
     /// Live handles on a block.
     pub(crate) fn holds(&self, index: usize) -> u32 {
         self.holds[index].load(Ordering::Acquire)
@@ -298,11 +316,19 @@ impl RxRing {
             // Release: our reads of the block happen-before the kernel's next writes to it.
             self.status_word(index)
                 .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            self.release_waker.wake();
             if self.reader_waiting.load(Ordering::SeqCst) {
                 let _guard = self.released.lock().unwrap_or_else(|e| e.into_inner());
                 self.released_cv.notify_all();
             }
         }
+    }
+
+    /// Registers `waker` to be woken when a block is handed back; returns true if block `index`
+    /// is already free (checked after registering, so no release is missed).
+    pub(crate) fn register_release(&self, index: usize, waker: &Waker) -> bool {
+        self.release_waker.register(waker);
+        self.holds(index) == 0
     }
 
     /// Waits (up to `timeout`) until block `index` has no live handles.

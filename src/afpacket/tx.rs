@@ -21,6 +21,30 @@ const TX_STATUS: usize = 0;
 const TX_LEN: usize = 4;
 const ETH_HLEN: usize = 14;
 
+/// What a TX slot's status word says. The kernel may OR timestamp bits (`TP_STATUS_TS_*`) into
+/// the status when it completes a frame, so only the low state bits are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    /// Ours to fill.
+    Free,
+    /// Queued (`SEND_REQUEST`) or in flight (`SENDING`).
+    Busy,
+    /// The kernel refused the frame (`WRONG_FORMAT`).
+    Rejected,
+}
+
+impl SlotState {
+    pub(crate) fn of(status: u32) -> Self {
+        if status & (libc::TP_STATUS_SEND_REQUEST | libc::TP_STATUS_SENDING) != 0 {
+            SlotState::Busy
+        } else if status & libc::TP_STATUS_WRONG_FORMAT != 0 {
+            SlotState::Rejected
+        } else {
+            SlotState::Free
+        }
+    }
+}
+
 /// Slot bookkeeping of a TX ring, independent of the kernel: where each frame lives and which
 /// one is next. Kept apart from the socket so it can be checked without one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +177,10 @@ impl InjectorBuilder {
         let mem = sock.map_ring(geometry.bytes())?;
         // Protocol 0: this socket sends only, so it takes no received traffic.
         sock.bind(iface.index(), 0)?;
+        let epoll = sys::Epoll::watch(sock.as_fd(), (libc::EPOLLOUT | libc::EPOLLERR) as u32)
+            .map_err(|e| Error::os("epoll", e))?;
         Ok(Injector {
+            epoll,
             sock,
             mem,
             geometry,
@@ -180,6 +207,8 @@ impl InjectorBuilder {
 /// ```
 #[derive(Debug)]
 pub struct Injector {
+    /// Edge-triggered: signals TX completions (the socket becoming writable) and errors.
+    epoll: sys::Epoll,
     sock: PacketSocket,
     mem: sys::Mmap,
     geometry: TxGeometry,
@@ -262,9 +291,9 @@ impl Injector {
 
     fn reserve_checked(&mut self, len: usize) -> Result<Option<TxSlot<'_>>> {
         let i = self.next;
-        match self.status(i).load(Ordering::Acquire) {
-            libc::TP_STATUS_AVAILABLE => {}
-            libc::TP_STATUS_WRONG_FORMAT => {
+        match SlotState::of(self.status(i).load(Ordering::Acquire)) {
+            SlotState::Free => {}
+            SlotState::Rejected => {
                 // The kernel refused this frame earlier; reclaim the slot and say so.
                 self.status(i)
                     .store(libc::TP_STATUS_AVAILABLE, Ordering::Release);
@@ -276,7 +305,7 @@ impl Injector {
                     ),
                 });
             }
-            _ => return Ok(None),
+            SlotState::Busy => return Ok(None),
         }
         Ok(Some(TxSlot {
             tx: self,
@@ -324,26 +353,85 @@ impl Injector {
     fn wait_slot(&mut self, timeout: Option<Duration>) -> Result<bool> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if self.status(self.next).load(Ordering::Acquire) != libc::TP_STATUS_SEND_REQUEST
-                && self.status(self.next).load(Ordering::Acquire) != libc::TP_STATUS_SENDING
-            {
+            if self.next_slot_free() {
                 return Ok(true);
             }
+            // Frames only complete once the kernel has them.
             self.flush()?;
-            let remaining = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Ok(false);
-                    }
-                    Some((d - now).min(Duration::from_millis(100)))
+            if !self.wait_completion(deadline)? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// True if the slot the next frame goes into is free.
+    pub(crate) fn next_slot_free(&self) -> bool {
+        SlotState::of(self.status(self.next).load(Ordering::Acquire)) != SlotState::Busy
+    }
+
+    /// Waits for a completion event, up to `deadline`; false once the deadline has passed.
+    ///
+    /// The kernel signals completions only while the socket's send buffer is less than half
+    /// full, so the wait is capped at a few milliseconds and the caller re-checks (and re-kicks).
+    fn wait_completion(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        const CAP: Duration = Duration::from_millis(5);
+        let step = match deadline {
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Ok(false);
                 }
-                None => Some(Duration::from_millis(100)),
-            };
-            // POLLOUT: the kernel's current TX slot is available again. The short cap guards
-            // against a completion that lands between our check and the poll.
-            sys::poll_one(self.sock.as_fd(), libc::POLLOUT, remaining)
-                .map_err(|e| Error::os("poll", e))?;
+                (d - now).min(CAP)
+            }
+            None => CAP,
+        };
+        let events = self
+            .epoll
+            .wait(Some(step))
+            .map_err(|e| Error::os("epoll_wait", e))?;
+        if events.socket & libc::EPOLLERR as u32 != 0 {
+            if let Some(e) = self.sock.take_error()? {
+                return Err(self.map_send_error(e));
+            }
+        }
+        Ok(true)
+    }
+
+    /// The descriptor that is readable while the ring has a pending event (a completion or an
+    /// error); async runtimes watch it, then call [`consume_events`](Self::consume_events).
+    pub(crate) fn readiness_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+
+    /// Collects pending events without blocking; a socket error becomes an `Err`.
+    pub(crate) fn consume_events(&mut self) -> Result<()> {
+        let events = self
+            .epoll
+            .wait(Some(Duration::ZERO))
+            .map_err(|e| Error::os("epoll_wait", e))?;
+        if events.socket & libc::EPOLLERR as u32 != 0 {
+            if let Some(e) = self.sock.take_error()? {
+                return Err(self.map_send_error(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn map_send_error(&self, e: std::io::Error) -> Error {
+        match e.raw_os_error() {
+            Some(libc::ENETDOWN) | Some(libc::ENXIO) | Some(libc::ENODEV) => {
+                if sys::if_name(self.iface.index()).as_deref() == Some(self.iface.name()) {
+                    Error::InterfaceDown {
+                        name: self.iface.name().to_owned(),
+                    }
+                } else {
+                    Error::InterfaceGone {
+                        name: self.iface.name().to_owned(),
+                        index: self.iface.index(),
+                    }
+                }
+            }
+            _ => Error::os("TX ring send", e),
         }
     }
 
@@ -357,33 +445,19 @@ impl Injector {
         self.queued = 0;
         match sys::send_kick(self.sock.as_fd(), libc::MSG_DONTWAIT) {
             Ok(_) => Ok(()),
-            Err(e) => match e.raw_os_error() {
-                // Queue/device busy: frames stay queued, the next flush retries them.
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => Ok(()),
-                Some(libc::ENETDOWN) | Some(libc::ENXIO) | Some(libc::ENODEV) => {
-                    if sys::if_name(self.iface.index()).as_deref() == Some(self.iface.name()) {
-                        Err(Error::InterfaceDown {
-                            name: self.iface.name().to_owned(),
-                        })
-                    } else {
-                        Err(Error::InterfaceGone {
-                            name: self.iface.name().to_owned(),
-                            index: self.iface.index(),
-                        })
-                    }
-                }
-                _ => Err(Error::os("TX ring send", e)),
-            },
+            // Send buffer or device queue full: frames stay queued and the next flush (after a
+            // completion) hands them over.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOBUFS)) => {
+                Ok(())
+            }
+            Err(e) => Err(self.map_send_error(e)),
         }
     }
 
     /// Frames committed and not yet sent (queued or in flight).
     pub fn in_flight(&self) -> usize {
         (0..self.frame_count())
-            .filter(|&i| {
-                let s = self.status(i).load(Ordering::Acquire);
-                s == libc::TP_STATUS_SEND_REQUEST || s == libc::TP_STATUS_SENDING
-            })
+            .filter(|&i| SlotState::of(self.status(i).load(Ordering::Acquire)) == SlotState::Busy)
             .count()
     }
 
@@ -396,18 +470,8 @@ impl Injector {
             if self.in_flight() == 0 {
                 return Ok(true);
             }
-            let step = Duration::from_millis(1);
-            if let Some(d) = deadline {
-                if Instant::now() >= d {
-                    return Ok(false);
-                }
-            }
-            sys::poll_one(self.sock.as_fd(), libc::POLLOUT, Some(step))
-                .map_err(|e| Error::os("poll", e))?;
-            if self.in_flight() != 0 {
-                // Completion is signalled per skb; sleep briefly rather than spin on POLLOUT
-                // while the slot under the kernel's head is already free.
-                std::thread::sleep(Duration::from_micros(200));
+            if !self.wait_completion(deadline)? {
+                return Ok(false);
             }
         }
     }
@@ -501,6 +565,18 @@ mod tests {
             TxGeometry::new(2048, 0, 4096),
             Err(GeometryError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn slot_state_ignores_timestamp_bits() {
+        assert_eq!(SlotState::of(0), SlotState::Free);
+        assert_eq!(SlotState::of(libc::TP_STATUS_TS_SOFTWARE), SlotState::Free);
+        assert_eq!(SlotState::of(libc::TP_STATUS_SEND_REQUEST), SlotState::Busy);
+        assert_eq!(SlotState::of(libc::TP_STATUS_SENDING), SlotState::Busy);
+        assert_eq!(
+            SlotState::of(libc::TP_STATUS_WRONG_FORMAT),
+            SlotState::Rejected
+        );
     }
 
     #[test]

@@ -1,73 +1,146 @@
-//! An edge-triggered epoll instance watching one descriptor.
+//! An edge-triggered epoll instance watching one socket, plus a one-shot timer.
 //!
 //! Edge triggering matters for TPACKET_V3: the kernel reports a packet socket readable while the
 //! block *before* its current one is not yet returned, so a level-triggered wait spins for as long
 //! as the user holds the newest batch. With `EPOLLET` a wait ends only when the kernel signals a
-//! new event (a block retired, an error), which is exactly when there can be something new.
+//! new event (a block retired, an error, a TX completion), which is exactly when there can be
+//! something new.
+//!
+//! The epoll descriptor is also the one readiness source the async runtimes watch: it is readable
+//! while an event is pending, for the socket or for the timer (used to bound how long a pending
+//! error waits for the last partly filled block).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+const SOCKET_TOKEN: u64 = 0;
+const TIMER_TOKEN: u64 = 1;
+
+/// What one wait saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Events {
+    /// `EPOLL*` bits reported for the socket (0 if none).
+    pub socket: u32,
+    /// The timer expired.
+    pub timer: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct Epoll {
     epfd: OwnedFd,
+    timer: OwnedFd,
+}
+
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn add(epfd: &OwnedFd, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: events | libc::EPOLLET as u32,
+        u64: token,
+    };
+    // SAFETY: both descriptors are valid and `ev` is a valid epoll_event.
+    let rc = unsafe {
+        libc::epoll_ctl(
+            epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd.as_raw_fd(),
+            &mut ev,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Epoll {
-    /// Creates an epoll instance watching `fd` for `events` (edge-triggered).
+    /// Creates an epoll instance watching `fd` for `events` (edge-triggered), with a disarmed timer.
     pub(crate) fn watch(fd: BorrowedFd<'_>, events: u32) -> io::Result<Self> {
-        // SAFETY: plain syscall; the returned descriptor is new.
-        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `epfd` was just returned by epoll_create1 and is owned by nobody else.
-        let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
-        let mut ev = libc::epoll_event {
-            events: events | libc::EPOLLET as u32,
-            u64: 0,
-        };
-        // SAFETY: both descriptors are valid and `ev` is a valid epoll_event.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                epfd.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd.as_raw_fd(),
-                &mut ev,
+        // SAFETY: plain syscalls creating new descriptors.
+        let epfd = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: as above.
+        let timer = owned(unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
             )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self { epfd })
+        })?;
+        add(&epfd, fd, events, SOCKET_TOKEN)?;
+        add(&epfd, timer.as_fd(), libc::EPOLLIN as u32, TIMER_TOKEN)?;
+        Ok(Self { epfd, timer })
     }
 
-    /// Waits for an event; returns its mask, or 0 on timeout. `EINTR` counts as a timeout-free
-    /// early return (0) so callers re-check their state.
-    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<u32> {
-        let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: `ev` is one writable epoll_event and maxevents is 1.
+    /// Waits for events, up to `timeout` (`None`: forever; zero: just collect). `EINTR` returns
+    /// no events so callers re-check their state.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<Events> {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        // SAFETY: `evs` holds 2 writable epoll_events and maxevents is 2.
         let n = unsafe {
             libc::epoll_wait(
                 self.epfd.as_raw_fd(),
-                &mut ev,
-                1,
+                evs.as_mut_ptr(),
+                2,
                 super::timeout_ms(timeout),
             )
         };
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
-                return Ok(0);
+                return Ok(Events::default());
             }
             return Err(err);
         }
-        Ok(if n == 0 { 0 } else { ev.events })
+        let mut out = Events::default();
+        for ev in &evs[..n as usize] {
+            match ev.u64 {
+                SOCKET_TOKEN => out.socket |= ev.events,
+                _ => {
+                    out.timer = true;
+                    let mut ticks = [0u8; 8];
+                    // SAFETY: reads at most 8 bytes into `ticks`; the timer is non-blocking, so
+                    // this only resets its expiry count.
+                    unsafe {
+                        libc::read(self.timer.as_raw_fd(), ticks.as_mut_ptr().cast(), 8);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Arms the one-shot timer to expire after `after` (replacing any earlier setting).
+    pub(crate) fn arm_timer(&self, after: Duration) -> io::Result<()> {
+        let after = after.max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec; the old value is not requested (null).
+        let rc = unsafe {
+            libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut())
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 
 impl AsFd for Epoll {
+    /// The epoll descriptor: readable while an event is pending.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.epfd.as_fd()
     }

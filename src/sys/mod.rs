@@ -162,31 +162,6 @@ pub(crate) fn send_kick(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<us
     }
 }
 
-/// `poll(2)` on one descriptor. Returns the `revents` (0 on timeout).
-pub(crate) fn poll_one(
-    fd: BorrowedFd<'_>,
-    events: libc::c_short,
-    timeout: Option<Duration>,
-) -> io::Result<libc::c_short> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms(timeout)) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        return Ok(if n == 0 { 0 } else { pfd.revents });
-    }
-}
-
 /// Converts a timeout to poll/epoll milliseconds, rounding up so short timeouts do not spin.
 pub(crate) fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
     match timeout {

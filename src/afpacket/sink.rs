@@ -1,0 +1,181 @@
+//! Async transmit: the TX ring as a `Sink` with backpressure, and an async in-place reserve.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Sink;
+
+use super::tx::{Injector, InjectorBuilder, TxSlot};
+use crate::error::{Error, Result};
+use crate::runtime::Runtime;
+
+/// An [`Injector`] driven by an async runtime: a `Sink<B>` for any `B: AsRef<[u8]>`.
+///
+/// - `poll_ready` is `Pending` while the ring is full and is woken when the kernel completes
+///   frames: a producer faster than the link waits instead of failing or dropping.
+/// - `start_send` copies the frame into the free slot and queues it.
+/// - `poll_flush` hands queued frames to the kernel and completes once all of them are sent;
+///   `poll_close` flushes.
+///
+/// **Cancel safety:** `poll_ready`, `poll_flush`, [`reserve`](Self::reserve) and
+/// [`wait_sent`](Self::wait_sent) are cancel-safe. A frame is queued exactly once, in
+/// `start_send` (or `TxSlot::commit`); dropping a pending `SinkExt::send` future after that point
+/// leaves the frame queued, and it leaves with the next flush (or when the sink is dropped), never
+/// twice.
+///
+/// ```no_run
+/// # async fn f() -> netring::Result<()> {
+/// use futures::{SinkExt, stream};
+/// use netring::{AsyncInjector, Injector, runtime::Tokio};
+///
+/// let mut tx: AsyncInjector<Tokio> = Injector::builder("eth0").open_async()?;
+/// let frames = vec![vec![0u8; 60]; 1000];
+/// tx.send_all(&mut stream::iter(frames.into_iter().map(Ok))).await?;
+/// tx.close().await?;
+/// # Ok(()) }
+/// ```
+pub struct AsyncInjector<R: Runtime> {
+    // Declared first so it deregisters before the injector (and its epoll descriptor) closes.
+    reg: R::Registration,
+    injector: Injector,
+    _runtime: PhantomData<fn() -> R>,
+}
+
+impl<R: Runtime> AsyncInjector<R> {
+    /// Registers `injector` with the runtime `R` (call from inside that runtime).
+    pub fn new(injector: Injector) -> Result<Self> {
+        let fd = injector
+            .readiness_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::os("dup", e))?;
+        Ok(Self {
+            reg: R::register(fd)?,
+            injector,
+            _runtime: PhantomData,
+        })
+    }
+
+    /// Waits for the runtime to report an event, then collects it. `Ready(Ok)` means "look again".
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match R::poll_readable(&self.reg, cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(self.injector.consume_events()),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::os("runtime readiness", e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// `Ready` once the next slot is free.
+    pub fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        loop {
+            if self.injector.next_slot_free() {
+                return Poll::Ready(Ok(()));
+            }
+            // Slots free up only once the kernel has the queued frames.
+            self.injector.flush()?;
+            if self.injector.next_slot_free() {
+                return Poll::Ready(Ok(()));
+            }
+            match self.poll_event(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // The kernel signals completions only while the send buffer is under half
+                    // full; a frame that completed in between is caught by this re-check.
+                    if self.injector.next_slot_free() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// `Ready` once every queued frame has been sent.
+    pub fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        loop {
+            self.injector.flush()?;
+            if self.injector.in_flight() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            match self.poll_event(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if self.injector.in_flight() == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Waits for a free slot and reserves it for a frame of `len` bytes, to be written in place
+    /// and committed. Cancel-safe: nothing is queued until `commit`.
+    pub async fn reserve(&mut self, len: usize) -> Result<TxSlot<'_>> {
+        poll_fn(|cx| self.poll_slot(cx)).await?;
+        self.injector.try_reserve(len)?.ok_or(Error::SinkNotReady)
+    }
+
+    /// Waits until every queued frame has been sent. Cancel-safe.
+    pub async fn wait_sent(&mut self) -> Result<()> {
+        poll_fn(|cx| self.poll_sent(cx)).await
+    }
+
+    /// The underlying injector.
+    pub fn get_ref(&self) -> &Injector {
+        &self.injector
+    }
+
+    /// The underlying injector, mutably.
+    pub fn get_mut(&mut self) -> &mut Injector {
+        &mut self.injector
+    }
+
+    /// Deregisters from the runtime and returns the blocking injector.
+    pub fn into_inner(self) -> Injector {
+        self.injector
+    }
+}
+
+impl<R: Runtime, B: AsRef<[u8]>> Sink<B> for AsyncInjector<R> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_slot(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: B) -> Result<()> {
+        if self.get_mut().injector.try_send(item.as_ref())? {
+            Ok(())
+        } else {
+            Err(Error::SinkNotReady)
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_sent(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_sent(cx)
+    }
+}
+
+impl<R: Runtime> fmt::Debug for AsyncInjector<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncInjector")
+            .field("injector", &self.injector)
+            .finish()
+    }
+}
+
+impl InjectorBuilder {
+    /// Opens the TX ring and registers it with the runtime `R` (call from inside that runtime).
+    pub fn open_async<R: Runtime>(self) -> Result<AsyncInjector<R>> {
+        AsyncInjector::new(self.open()?)
+    }
+}

@@ -1,0 +1,59 @@
+//! Readiness from an async runtime, behind one small trait.
+//!
+//! The rings never talk to a runtime directly. Each ring exposes one descriptor (an edge-triggered
+//! epoll instance watching its socket and a timer) that is readable while the ring has an event
+//! pending; a [`Runtime`] only has to say when that descriptor becomes readable. Adding a runtime
+//! means one new file implementing this trait.
+//!
+//! | feature | type | reactor |
+//! |---|---|---|
+//! | `tokio` | [`Tokio`] | `tokio::io::unix::AsyncFd` |
+//! | `smol` | [`Smol`] | `async_io::Async` |
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::task::{Context, Poll};
+
+use crate::error::Result;
+
+#[cfg(feature = "smol")]
+mod smol;
+#[cfg(feature = "tokio")]
+mod tokio;
+
+#[cfg(feature = "smol")]
+pub use self::smol::Smol;
+#[cfg(feature = "tokio")]
+pub use self::tokio::Tokio;
+
+/// An async runtime's reactor, as far as the rings need one.
+///
+/// ```
+/// use std::os::fd::OwnedFd;
+/// use std::task::{Context, Poll};
+///
+/// /// A runtime that polls nothing: every readiness check says "pending".
+/// struct Never;
+///
+/// impl netring::runtime::Runtime for Never {
+///     type Registration = OwnedFd;
+///     fn register(fd: OwnedFd) -> netring::Result<OwnedFd> {
+///         Ok(fd)
+///     }
+///     fn poll_readable(_: &OwnedFd, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+///         Poll::Pending
+///     }
+/// }
+/// ```
+pub trait Runtime: Send + Sync + 'static {
+    /// A descriptor registered with the reactor; dropping it deregisters.
+    type Registration: Send + Sync + Unpin + 'static;
+
+    /// Registers `fd` (a ring's readiness descriptor, owned by the registration) for readability.
+    fn register(fd: OwnedFd) -> Result<Self::Registration>;
+
+    /// `Ready` once the descriptor has become readable since the previous `Ready` (the caller then
+    /// collects the events and re-checks the ring); `Pending` otherwise, with `cx`'s waker
+    /// registered for the next readiness.
+    fn poll_readable(reg: &Self::Registration, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
