@@ -6,6 +6,18 @@ use crate::error::{Error, Result};
 pub const MAX_INSNS: usize = 4096;
 
 /// One classic BPF instruction (`struct sock_filter`).
+///
+/// ```
+/// use netring::{BpfInsn, BpfProgram};
+/// // ldh [12]; jeq #0x800 ? accept : reject
+/// let ipv4_only = BpfProgram::new(vec![
+///     BpfInsn::new(0x28, 0, 0, 12),
+///     BpfInsn::new(0x15, 0, 1, 0x0800),
+///     BpfInsn::new(0x06, 0, 0, 0x40000),
+///     BpfInsn::new(0x06, 0, 0, 0),
+/// ])?;
+/// # Ok::<(), netring::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BpfInsn {
     /// Opcode.

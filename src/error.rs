@@ -6,6 +6,15 @@ use std::io;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong, with messages that say what to do about it.
+///
+/// ```no_run
+/// match netring::Capture::open("eth9") {
+///     Err(netring::Error::NoSuchInterface { name }) => eprintln!("{name}: no such interface"),
+///     Err(netring::Error::PermissionDenied { capability, .. }) => eprintln!("need {capability}"),
+///     Err(e) => eprintln!("{e}"),
+///     Ok(_) => {}
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -129,6 +138,12 @@ pub enum Error {
 }
 
 /// Why a ring geometry was rejected.
+///
+/// ```
+/// use netring::{Capture, GeometryError};
+/// let err = Capture::builder("eth0").block_size(5000).validate().unwrap_err();
+/// assert!(matches!(err, GeometryError::BlockSizeNotPageMultiple { .. }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum GeometryError {

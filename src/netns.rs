@@ -16,6 +16,13 @@ use crate::sys;
 
 /// While alive, the current thread is in another network namespace; dropping it moves the thread
 /// back. Not `Send`: namespaces are per thread.
+///
+/// ```no_run
+/// let guard = netring::netns::enter("lab")?;
+/// let tx = netring::Injector::open("veth0")?; // created in `lab`, stays there
+/// drop(guard); // the thread is back in its own namespace
+/// # Ok::<(), netring::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct NetnsGuard {
     previous: OwnedFd,
@@ -24,6 +31,11 @@ pub struct NetnsGuard {
 
 /// Moves the current thread into the namespace `/run/netns/NAME` (or a path, if `name` has a `/`).
 /// Needs `CAP_SYS_ADMIN`.
+///
+/// ```no_run
+/// let _guard = netring::netns::enter("/var/run/netns/lab")?;
+/// # Ok::<(), netring::Error>(())
+/// ```
 pub fn enter(name: &str) -> Result<NetnsGuard> {
     let path = if name.contains('/') {
         name.to_owned()
@@ -52,6 +64,11 @@ pub fn enter(name: &str) -> Result<NetnsGuard> {
 }
 
 /// Runs `f` inside the namespace `name`, then moves the thread back.
+///
+/// ```no_run
+/// let idx = netring::netns::within("lab", || netring::Interface::by_name("veth0"))??.index();
+/// # Ok::<(), netring::Error>(())
+/// ```
 pub fn within<T>(name: &str, f: impl FnOnce() -> T) -> Result<T> {
     let _guard = enter(name)?;
     Ok(f())

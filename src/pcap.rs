@@ -36,6 +36,19 @@ fn io_err(e: io::Error) -> Error {
 }
 
 /// Writes an Ethernet pcap file with nanosecond timestamps.
+///
+/// ```no_run
+/// # fn f(cap: &mut netring::Capture) -> netring::Result<()> {
+/// let file = std::io::BufWriter::new(std::fs::File::create("out.pcap").unwrap());
+/// let mut w = netring::pcap::PcapWriter::new(file)?;
+/// if let Some(batch) = cap.next_batch(None)? {
+///     for pkt in &batch {
+///         w.write_packet(&pkt)?;
+///     }
+/// }
+/// w.flush()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct PcapWriter<W: Write> {
     out: W,
@@ -116,6 +129,15 @@ impl<W: Write> PcapWriter<W> {
 }
 
 /// One record read from a pcap file.
+///
+/// ```no_run
+/// let file = std::fs::File::open("in.pcap").unwrap();
+/// for rec in netring::pcap::PcapReader::new(std::io::BufReader::new(file))? {
+///     let rec: netring::pcap::PcapRecord = rec?;
+///     println!("{:?} {} bytes", rec.timestamp, rec.data.len());
+/// }
+/// # Ok::<(), netring::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PcapRecord {
     /// Capture time (nanoseconds even for microsecond files).
@@ -127,6 +149,16 @@ pub struct PcapRecord {
 }
 
 /// Reads a pcap file (micro- or nanosecond, either byte order).
+///
+/// ```no_run
+/// let mut tx = netring::Injector::open("eth0")?;
+/// let file = std::io::BufReader::new(std::fs::File::open("in.pcap").unwrap());
+/// for rec in netring::pcap::PcapReader::new(file)? {
+///     tx.send(&rec?.data)?;
+/// }
+/// tx.wait_sent(None)?;
+/// # Ok::<(), netring::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct PcapReader<R: Read> {
     input: R,

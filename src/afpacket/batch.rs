@@ -27,7 +27,20 @@ use super::ring::{BlockInfo, PacketMeta, PacketWalker, RxRing};
 /// ```
 ///
 /// Keep a packet beyond its batch with [`Packet::to_owned_packet`] (no copy, keeps the block) or
-/// [`Packet::to_bytes`] (one copy, frees the block sooner).
+/// [`Packet::to_bytes`] (one copy, frees the block sooner):
+///
+/// ```no_run
+/// # fn f(cap: &mut netring::Capture) -> netring::Result<()> {
+/// let mut kept = Vec::new();
+/// if let Some(batch) = cap.next_batch(None)? {
+///     for pkt in &batch {
+///         kept.push(pkt.to_owned_packet()); // no copy: keeps the block alive
+///     }
+///     std::thread::spawn(move || drop(batch)); // batches are Send, dropped anywhere
+/// }
+/// println!("{} packets outlive their batch", kept.len());
+/// # Ok(()) }
+/// ```
 pub struct Batch {
     ring: Arc<RxRing>,
     info: BlockInfo,
@@ -130,6 +143,12 @@ impl<'a> IntoIterator for &'a Batch {
 ///
 /// Every offset the kernel wrote is checked against the block before use; a malformed entry ends
 /// the iteration.
+///
+/// ```no_run
+/// # fn f(batch: &netring::Batch) {
+/// let bytes: usize = batch.iter().map(|p| p.capture_len()).sum();
+/// # }
+/// ```
 pub struct Packets<'a> {
     batch: &'a Batch,
     walker: PacketWalker,
@@ -155,6 +174,15 @@ impl<'a> Iterator for Packets<'a> {
 }
 
 /// Where a timestamp came from.
+///
+/// ```no_run
+/// # fn f(p: &netring::Packet<'_>) {
+/// use netring::TimestampSource;
+/// if p.timestamp_source() == TimestampSource::Hardware {
+///     println!("NIC clock: {:?}", p.timestamp());
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TimestampSource {
     /// The kernel's software clock (`CLOCK_REALTIME`) on reception.
@@ -168,6 +196,11 @@ pub enum TimestampSource {
 }
 
 /// A packet timestamp with nanosecond resolution.
+///
+/// ```
+/// let ts = netring::Timestamp { sec: 2, nsec: 5 };
+/// assert_eq!(ts.as_nanos(), 2_000_000_005);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp {
     /// Seconds since the Unix epoch.
@@ -189,6 +222,14 @@ impl Timestamp {
 }
 
 /// Who a packet was addressed to (`sll_pkttype`).
+///
+/// ```no_run
+/// # fn f(p: &netring::Packet<'_>) {
+/// if p.packet_type().is_outgoing() {
+///     return; // sent by this host
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PacketType {
     /// To this host.
@@ -224,6 +265,11 @@ impl PacketType {
 }
 
 /// An 802.1Q/802.1ad tag the kernel stripped from the frame (hardware or software VLAN offload).
+///
+/// ```
+/// let tag = netring::VlanTag { tpid: 0x8100, tci: 0x2064 };
+/// assert_eq!(tag.id(), 100);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VlanTag {
     /// Tag protocol identifier (0x8100 or 0x88a8).
@@ -326,6 +372,15 @@ macro_rules! packet_accessors {
 }
 
 /// A zero-copy view of one packet, borrowed from its [`Batch`].
+///
+/// ```no_run
+/// # fn f(batch: &netring::Batch) {
+/// for pkt in batch {
+///     let eth_type = u16::from_be_bytes([pkt.data()[12], pkt.data()[13]]);
+///     println!("{eth_type:#06x} {} / {} bytes", pkt.capture_len(), pkt.wire_len());
+/// }
+/// # }
+/// ```
 #[derive(Clone, Copy)]
 pub struct Packet<'a> {
     batch: &'a Batch,
@@ -374,6 +429,17 @@ impl fmt::Debug for Packet<'_> {
 ///
 /// Holding many of these from many blocks holds those blocks; the kernel drops packets when it
 /// runs out of free blocks, so copy ([`Packet::to_bytes`]) what must live long.
+///
+/// ```no_run
+/// # fn f(batch: &netring::Batch) {
+/// let first: Option<netring::OwnedPacket> = batch.iter().next().map(|p| p.to_owned_packet());
+/// std::thread::spawn(move || {
+///     if let Some(p) = first {
+///         println!("{} bytes", p.data().len());
+///     }
+/// });
+/// # }
+/// ```
 pub struct OwnedPacket {
     ring: Arc<RxRing>,
     block: usize,

@@ -14,6 +14,11 @@ use crate::iface::Interface;
 use crate::sys::{self, Epoll};
 
 /// Which link-layer protocols a capture receives.
+///
+/// ```
+/// use netring::{Capture, Protocol};
+/// let arp_only = Capture::builder("eth0").protocol(Protocol::EtherType(0x0806));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Protocol {
     /// Every protocol (`ETH_P_ALL`), including outgoing frames.
@@ -33,6 +38,11 @@ impl Protocol {
 }
 
 /// Which clock stamps received packets.
+///
+/// ```
+/// use netring::{Capture, Timestamping};
+/// let builder = Capture::builder("eth0").timestamping(Timestamping::Hardware);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Timestamping {
     /// The kernel's software clock, nanosecond resolution.
@@ -45,6 +55,15 @@ pub enum Timestamping {
 }
 
 /// How a fanout group spreads packets over its sockets (`PACKET_FANOUT_*`).
+///
+/// ```no_run
+/// use netring::{Capture, Fanout, FanoutMode};
+/// // Four sockets sharing the traffic of eth0, each flow on one of them.
+/// let caps: Vec<Capture> = (0..4)
+///     .map(|_| Capture::builder("eth0").fanout(Fanout::new(FanoutMode::Hash, 42)).open())
+///     .collect::<Result<_, _>>()?;
+/// # Ok::<(), netring::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FanoutMode {
     /// By flow hash: every packet of a flow goes to the same socket.
@@ -75,6 +94,12 @@ impl FanoutMode {
 }
 
 /// Fanout flags (`PACKET_FANOUT_FLAG_*`), combined with `|`.
+///
+/// ```
+/// use netring::{Fanout, FanoutFlags, FanoutMode};
+/// let f = Fanout::new(FanoutMode::Hash, 7).flags(FanoutFlags::DEFRAG | FanoutFlags::ROLLOVER);
+/// assert_eq!(f.flags.bits(), 0x9000);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FanoutFlags(u16);
 
@@ -105,6 +130,12 @@ impl BitOr for FanoutFlags {
 
 /// Membership of a kernel fanout group: sockets on one interface with the same group id share
 /// its traffic, each packet delivered to exactly one of them.
+///
+/// ```
+/// use netring::{Fanout, FanoutMode};
+/// let group = Fanout::new(FanoutMode::LoadBalance, 1000);
+/// assert_eq!(group.group_id, 1000);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fanout {
     /// Spreading policy; all members must use the same one.
@@ -137,6 +168,14 @@ impl Fanout {
 }
 
 /// Kernel counters of a capture socket (`PACKET_STATISTICS`).
+///
+/// ```no_run
+/// # fn f(cap: &mut netring::Capture) -> netring::Result<()> {
+/// let delta = cap.stats()?; // since the previous call
+/// let total = cap.cumulative_stats()?; // since open, 64-bit
+/// println!("{} new drops, {} in all", delta.drops, total.drops);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
     /// Packets that reached the socket, including the dropped ones.

@@ -125,6 +125,17 @@ impl<R: Runtime> AsyncInjector<R> {
         poll_fn(|cx| self.poll_sent(cx)).await
     }
 
+    /// Hands every queued frame to the kernel and waits until all are sent: `SinkExt::flush`
+    /// without having to name the item type.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.wait_sent().await
+    }
+
+    /// Flushes; the ring stays usable. `SinkExt::close` without having to name the item type.
+    pub async fn close(&mut self) -> Result<()> {
+        self.wait_sent().await
+    }
+
     /// The underlying injector.
     pub fn get_ref(&self) -> &Injector {
         &self.injector

@@ -97,7 +97,10 @@ impl PacketSocket {
     pub(crate) fn attach_filter(&self, prog: &BpfProgram) -> Result<()> {
         sys::attach_filter(self.fd.as_fd(), &prog.to_sock_filters()).map_err(|e| {
             if e.raw_os_error() == Some(libc::EINVAL) {
-                Error::InvalidFilter(format!("the kernel refused the program: {e}"))
+                Error::InvalidFilter(format!(
+                    "the kernel refused the program ({e}): it has an invalid opcode, jump or \
+                     memory access; generate it with `tcpdump -dd EXPR`"
+                ))
             } else {
                 Error::os("SO_ATTACH_FILTER", e)
             }

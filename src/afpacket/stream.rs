@@ -169,6 +169,18 @@ impl CaptureBuilder {
 /// A `Stream<Item = Result<OwnedPacket>>`: the packets of an [`AsyncCapture`], one at a time,
 /// without copying. Each packet keeps its ring block alive until dropped. Cancel-safe like
 /// [`AsyncCapture`].
+///
+/// ```no_run
+/// # async fn f() -> netring::Result<()> {
+/// use futures::StreamExt;
+/// use netring::{Capture, runtime::Smol};
+///
+/// let mut packets = Capture::builder("eth0").open_async::<Smol>()?.packets();
+/// while let Some(pkt) = packets.next().await {
+///     println!("{} bytes", pkt?.wire_len());
+/// }
+/// # Ok(()) }
+/// ```
 pub struct PacketStream<R: Runtime> {
     inner: AsyncCapture<R>,
     current: Option<(Batch, PacketWalker)>,

@@ -486,6 +486,18 @@ impl AsFd for Injector {
 
 /// A reserved TX slot. Write the frame with [`data_mut`](Self::data_mut), then
 /// [`commit`](Self::commit); dropping it uncommitted leaves the slot free and sends nothing.
+///
+/// ```no_run
+/// # fn f(tx: &mut netring::Injector) -> netring::Result<()> {
+/// if let Some(mut slot) = tx.try_reserve(64)? {
+///     let buf = slot.data_mut();
+///     buf[..6].copy_from_slice(&[0xff; 6]); // broadcast destination
+///     buf[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+///     slot.commit();
+/// }
+/// tx.flush()?;
+/// # Ok(()) }
+/// ```
 pub struct TxSlot<'a> {
     tx: &'a mut Injector,
     index: usize,
