@@ -468,6 +468,11 @@ struct Fault {
 /// once, and dropped in any order; while the user holds the block the reader would read next, the
 /// reader waits for it rather than yield it twice (and the kernel counts drops meanwhile).
 ///
+/// Dropping the capture while batches are still held is fine: they stay valid, and the ring's
+/// memory goes away with the last of them. The socket stops taking packets at once (a reject-all
+/// filter is attached); in a fanout group, the flows the group assigns to it are dropped until the
+/// last batch is gone, so release batches promptly there.
+///
 /// ```no_run
 /// use std::time::Duration;
 /// let mut cap = netring::Capture::open("eth0")?;
@@ -633,7 +638,7 @@ impl Capture {
     }
 
     fn interface_still_exists(&self) -> bool {
-        sys::if_name(self.iface.index()).as_deref() == Some(self.iface.name())
+        self.sock.interface_exists(self.iface.index())
     }
 
     /// The pending fault, once nothing more can come before it: its grace period is over, or the

@@ -121,6 +121,11 @@ impl PacketSocket {
             .map_err(|e| Error::os("PACKET_STATISTICS", e))
     }
 
+    /// False once the interface the socket was bound to has been deleted.
+    pub(crate) fn interface_exists(&self, ifindex: u32) -> bool {
+        sys::bound_ifindex(self.fd.as_fd()).map_or(true, |i| i == ifindex as i32)
+    }
+
     pub(crate) fn take_error(&self) -> Result<Option<std::io::Error>> {
         sys::take_socket_error(self.fd.as_fd()).map_err(|e| Error::os("SO_ERROR", e))
     }

@@ -420,7 +420,7 @@ impl Injector {
     fn map_send_error(&self, e: std::io::Error) -> Error {
         match e.raw_os_error() {
             Some(libc::ENETDOWN) | Some(libc::ENXIO) | Some(libc::ENODEV) => {
-                if sys::if_name(self.iface.index()).as_deref() == Some(self.iface.name()) {
+                if self.sock.interface_exists(self.iface.index()) {
                     Error::InterfaceDown {
                         name: self.iface.name().to_owned(),
                     }
@@ -473,6 +473,16 @@ impl Injector {
             if !self.wait_completion(deadline)? {
                 return Ok(false);
             }
+        }
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        // Committed frames are handed over even if nobody flushed: the kernel copies them out of
+        // the ring during this call.
+        if self.queued > 0 {
+            let _ = sys::send_kick(self.sock.as_fd(), libc::MSG_DONTWAIT);
         }
     }
 }

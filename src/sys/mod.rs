@@ -151,6 +151,23 @@ pub(crate) fn bind_packet(fd: BorrowedFd<'_>, ifindex: u32, protocol: u16) -> io
     .map(drop)
 }
 
+/// The interface index a packet socket is bound to (`getsockname`); -1 once that interface has
+/// been deleted. Unlike a lookup by index, this answers in the socket's own network namespace.
+pub(crate) fn bound_ifindex(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `addr` is writable for `len` bytes; the kernel writes at most that much.
+    cvt(unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_ll).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(addr.sll_ifindex)
+}
+
 /// `send(fd, NULL, 0, flags)`: asks the kernel to transmit the frames queued in a TX ring.
 pub(crate) fn send_kick(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: a zero-length send with a null buffer reads no memory.
