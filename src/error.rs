@@ -114,6 +114,31 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
+    /// The interface, driver or kernel cannot do what was asked of XDP / AF_XDP.
+    #[error("XDP is not available on `{interface}`: {reason}")]
+    XdpUnsupported {
+        /// Interface name (empty when the kernel itself lacks support).
+        interface: String,
+        /// What was refused and what to do instead.
+        reason: String,
+    },
+
+    /// The kernel's verifier refused a BPF program; its log says why.
+    #[error("the BPF verifier refused the program: {log}")]
+    BpfVerifier {
+        /// The verifier log.
+        log: String,
+    },
+
+    /// Locked memory (`RLIMIT_MEMLOCK`) is too small for the UMEM or a BPF map.
+    #[error(
+        "{bytes} bytes of locked memory refused: raise RLIMIT_MEMLOCK (`ulimit -l unlimited`, or LimitMEMLOCK= in a systemd unit) or use a smaller UMEM"
+    )]
+    Memlock {
+        /// Size that was refused.
+        bytes: usize,
+    },
+
     /// An async ring was created outside the runtime it is meant for.
     #[error(
         "no {runtime} runtime is running: create the async ring from inside one (with IO enabled)"

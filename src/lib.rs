@@ -41,6 +41,7 @@ pub mod netns;
 pub mod pcap;
 pub mod runtime;
 mod sys;
+pub mod xdp;
 
 pub use afpacket::{
     AsyncCapture, AsyncInjector, Batch, Capture, CaptureBuilder, Fanout, FanoutFlags, FanoutMode,

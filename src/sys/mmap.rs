@@ -24,23 +24,40 @@ unsafe impl Sync for Mmap {}
 impl Mmap {
     /// Maps `len` bytes of the ring(s) of a packet socket (offset 0).
     pub(crate) fn socket(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
-        Self::map(Some(fd), len)
+        Self::socket_at(fd, len, 0)
+    }
+
+    /// Maps `len` bytes of a socket's ring at page offset `offset` (AF_XDP names its rings by
+    /// offset: `XDP_PGOFF_RX_RING`, ...).
+    pub(crate) fn socket_at(fd: BorrowedFd<'_>, len: usize, offset: i64) -> io::Result<Self> {
+        Self::map(
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd.as_raw_fd(),
+            len,
+            offset,
+        )
     }
 
     /// Maps `len` bytes of zeroed anonymous memory (page aligned).
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn anonymous(len: usize) -> io::Result<Self> {
-        Self::map(None, len)
+        Self::map(libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, len, 0)
     }
 
-    fn map(fd: Option<BorrowedFd<'_>>, len: usize) -> io::Result<Self> {
+    /// Zeroed, pre-faulted anonymous memory for an AF_XDP UMEM, optionally on huge pages.
+    #[allow(dead_code)]
+    pub(crate) fn anonymous_for_umem(len: usize, huge_pages: bool) -> io::Result<Self> {
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        if huge_pages {
+            flags |= libc::MAP_HUGETLB;
+        }
+        Self::map(flags, -1, len, 0)
+    }
+
+    fn map(flags: libc::c_int, raw: libc::c_int, len: usize, offset: i64) -> io::Result<Self> {
         if len == 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let (flags, raw) = match fd {
-            Some(fd) => (libc::MAP_SHARED | libc::MAP_POPULATE, fd.as_raw_fd()),
-            None => (libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1),
-        };
         // SAFETY: a fresh mapping chosen by the kernel (addr = NULL); it aliases no Rust object.
         let ptr = unsafe {
             libc::mmap(
@@ -49,7 +66,7 @@ impl Mmap {
                 libc::PROT_READ | libc::PROT_WRITE,
                 flags,
                 raw,
-                0,
+                offset as libc::off_t,
             )
         };
         if ptr == libc::MAP_FAILED {

@@ -47,6 +47,60 @@ pub(crate) fn packet_socket(protocol: u16) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Opens an `AF_XDP` socket.
+pub(crate) fn xdp_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; on success the returned descriptor is new and owned by nobody else.
+    let fd = cvt(unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just returned by socket(2) and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Binds an AF_XDP socket to `ifindex`/`queue` with `XDP_*` bind flags.
+pub(crate) fn bind_xdp(
+    fd: BorrowedFd<'_>,
+    ifindex: u32,
+    queue: u32,
+    flags: u16,
+    shared_umem_fd: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    let addr = libc::sockaddr_xdp {
+        sxdp_family: libc::AF_XDP as u16,
+        sxdp_flags: flags,
+        sxdp_ifindex: ifindex,
+        sxdp_queue_id: queue,
+        sxdp_shared_umem_fd: shared_umem_fd.map_or(0, |f| f.as_raw_fd() as u32),
+    };
+    // SAFETY: `addr` is a valid sockaddr_xdp and the length passed is its size.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_xdp).cast(),
+            size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// `recvfrom(fd, NULL, 0, MSG_DONTWAIT)`: lets an AF_XDP socket's driver refill from the fill ring.
+pub(crate) fn recv_kick(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: a zero-length receive into a null buffer writes no memory.
+    let n = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Opens a datagram socket used only as a handle for interface ioctls.
 fn ioctl_socket() -> io::Result<OwnedFd> {
     for family in [libc::AF_INET, libc::AF_UNIX, libc::AF_INET6] {
@@ -79,6 +133,14 @@ unsafe impl SockOpt for libc::tpacket_stats_v3 {}
 unsafe impl SockOpt for libc::packet_mreq {}
 // SAFETY: a pointer and a length; the kernel copies the program it points at during the call.
 unsafe impl SockOpt for libc::sock_fprog {}
+// SAFETY: repr(C) kernel structs of integers.
+unsafe impl SockOpt for libc::xdp_umem_reg {}
+// SAFETY: as above.
+unsafe impl SockOpt for libc::xdp_mmap_offsets {}
+// SAFETY: as above.
+unsafe impl SockOpt for libc::xdp_statistics {}
+// SAFETY: as above.
+unsafe impl SockOpt for libc::xdp_options {}
 
 pub(crate) fn setsockopt<T: SockOpt>(
     fd: BorrowedFd<'_>,

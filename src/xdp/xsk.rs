@@ -1,0 +1,472 @@
+//! [`XdpSocket`]: one AF_XDP socket with its own UMEM, RX and TX.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::batch::{DescPool, Shared, XdpBatch, XdpFrame};
+use super::socket::{BindMode, Rings, XskSocket};
+use super::umem::{Umem, UmemLayout};
+use crate::error::{Error, Result};
+use crate::iface::Interface;
+use crate::sys::Epoll;
+
+/// AF_XDP counters (`XDP_STATISTICS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct XdpStats {
+    /// Frames dropped for lack of a fill-ring frame or RX-ring room (`rx_dropped`).
+    pub rx_dropped: u64,
+    /// Invalid RX descriptors.
+    pub rx_invalid_descs: u64,
+    /// Invalid TX descriptors.
+    pub tx_invalid_descs: u64,
+    /// Times the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Times the fill ring was empty.
+    pub rx_fill_ring_empty: u64,
+    /// Times the TX ring was empty when the kernel looked.
+    pub tx_ring_empty: u64,
+}
+
+/// Configures and opens an [`XdpSocket`].
+#[derive(Debug, Clone)]
+pub struct XdpSocketBuilder {
+    pub(crate) interface: String,
+    pub(crate) queue: u32,
+    pub(crate) frame_size: u32,
+    pub(crate) frame_count: u32,
+    pub(crate) rx_frames: Option<u32>,
+    pub(crate) ring_size: u32,
+    pub(crate) bind_mode: BindMode,
+    pub(crate) need_wakeup: bool,
+    pub(crate) huge_pages: bool,
+    pub(crate) batch_size: usize,
+    pub(crate) busy_retry: Duration,
+}
+
+impl XdpSocketBuilder {
+    pub(crate) fn new(interface: &str) -> Self {
+        Self {
+            interface: interface.to_owned(),
+            queue: 0,
+            frame_size: 2048,
+            frame_count: 4096,
+            rx_frames: None,
+            ring_size: 2048,
+            bind_mode: BindMode::Auto,
+            need_wakeup: true,
+            huge_pages: false,
+            batch_size: 64,
+            busy_retry: Duration::from_secs(3),
+        }
+    }
+
+    /// RX/TX queue of the interface to bind (default 0).
+    pub fn queue(mut self, queue: u32) -> Self {
+        self.queue = queue;
+        self
+    }
+    /// UMEM frame size: 2048 (default) or 4096.
+    pub fn frame_size(mut self, bytes: u32) -> Self {
+        self.frame_size = bytes;
+        self
+    }
+    /// UMEM frame count (default 4096).
+    pub fn frame_count(mut self, n: u32) -> Self {
+        self.frame_count = n;
+        self
+    }
+    /// Frames reserved for reception (default: half the UMEM); the rest serve TX.
+    pub fn rx_frames(mut self, n: u32) -> Self {
+        self.rx_frames = Some(n);
+        self
+    }
+    /// Size of each of the four rings, a power of two (default 2048).
+    pub fn ring_size(mut self, n: u32) -> Self {
+        self.ring_size = n;
+        self
+    }
+    /// Copy or zero-copy (default [`BindMode::Auto`]: zero-copy where the driver can).
+    pub fn bind_mode(mut self, mode: BindMode) -> Self {
+        self.bind_mode = mode;
+        self
+    }
+    /// Use `XDP_USE_NEED_WAKEUP` so the kernel asks for syscalls only when needed (default on).
+    pub fn need_wakeup(mut self, on: bool) -> Self {
+        self.need_wakeup = on;
+        self
+    }
+    /// Back the UMEM with huge pages (default off; needs reserved huge pages, `vm.nr_hugepages`).
+    pub fn huge_pages(mut self, on: bool) -> Self {
+        self.huge_pages = on;
+        self
+    }
+    /// Most packets per batch (default 64).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// Opens the socket. It receives only once an XDP program redirects the queue to it (see
+    /// [`XdpProgram`](super::XdpProgram)).
+    pub fn open_socket(self) -> Result<XdpSocket> {
+        let iface = Interface::by_name(&self.interface)?;
+        let rx_frames = self.rx_frames.unwrap_or(self.frame_count / 2);
+        let layout = UmemLayout::new(self.frame_size, self.frame_count, rx_frames)?;
+        if !self.ring_size.is_power_of_two() || self.ring_size < 8 {
+            return Err(Error::InvalidConfig(format!(
+                "ring size {} must be a power of two, at least 8",
+                self.ring_size
+            )));
+        }
+        let umem = Umem::new(layout, self.huge_pages)?;
+        let sock = XskSocket::open()?;
+        sock.register_umem(&umem)?;
+        // The fill ring holds every RX frame; the completion ring every TX frame.
+        let fill_size = rx_frames.next_power_of_two();
+        let comp_size = (self.frame_count - rx_frames).next_power_of_two();
+        let mut rings = sock.setup_rings(fill_size, comp_size, self.ring_size, self.ring_size)?;
+        let initial: Vec<u64> = (0..rx_frames).map(|f| layout.frame_addr(f)).collect();
+        let filled = rings.fill.produce(&initial);
+        debug_assert_eq!(filled, initial.len());
+        let mode = sock.bind(
+            &self.interface,
+            iface.index(),
+            self.queue,
+            self.bind_mode,
+            self.need_wakeup,
+            self.busy_retry,
+        )?;
+        let epoll = Epoll::watch(
+            sock.as_fd(),
+            (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR) as u32,
+        )
+        .map_err(|e| Error::os("epoll", e))?;
+        let tx_free = (rx_frames..self.frame_count)
+            .map(|f| layout.frame_addr(f))
+            .collect();
+        Ok(XdpSocket {
+            shared: Arc::new(Shared {
+                umem,
+                pool: DescPool::default(),
+            }),
+            epoll,
+            rings,
+            tx_free,
+            scratch: Vec::with_capacity(self.frame_count as usize),
+            tx_scratch: Vec::with_capacity(self.ring_size as usize),
+            tx_in_flight: 0,
+            tx_queued: 0,
+            batch_size: self.batch_size,
+            mode,
+            queue: self.queue,
+            iface,
+            sock,
+        })
+    }
+}
+
+/// An AF_XDP socket on one queue of an interface, with its own UMEM.
+///
+/// RX comes out as owned zero-copy [`XdpBatch`]es whose frames return to the fill ring when they
+/// drop; TX copies frames into free UMEM frames (or sends a received [`XdpFrame`] as it is).
+#[derive(Debug)]
+pub struct XdpSocket {
+    epoll: Epoll,
+    sock: XskSocket,
+    rings: Rings,
+    shared: Arc<Shared>,
+    /// Free TX-pool frames.
+    tx_free: Vec<u64>,
+    /// Recycled RX frames on their way to the fill ring / completions being sorted.
+    scratch: Vec<u64>,
+    /// TX descriptors waiting for room on the TX ring.
+    tx_scratch: Vec<libc::xdp_desc>,
+    /// Frames on the TX ring or in flight, not yet completed.
+    tx_in_flight: u32,
+    /// Frames put on the TX ring since the last kick.
+    tx_queued: u32,
+    batch_size: usize,
+    mode: BindMode,
+    queue: u32,
+    iface: Interface,
+}
+
+impl XdpSocket {
+    /// A builder for a socket on `interface`.
+    pub fn builder(interface: &str) -> XdpSocketBuilder {
+        XdpSocketBuilder::new(interface)
+    }
+
+    /// The bind mode in effect: [`BindMode::Copy`] or [`BindMode::ZeroCopy`].
+    pub fn bind_mode(&self) -> BindMode {
+        if self.sock.is_zero_copy() {
+            BindMode::ZeroCopy
+        } else {
+            self.mode
+        }
+    }
+
+    /// The queue this socket is bound to.
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    /// The interface, as it was when the socket was opened.
+    pub fn interface(&self) -> &Interface {
+        &self.iface
+    }
+
+    pub(crate) fn raw_socket(&self) -> &XskSocket {
+        &self.sock
+    }
+
+    /// Puts recycled RX frames back on the fill ring.
+    fn refill(&mut self) {
+        self.shared.umem.take_recycled(&mut self.scratch);
+        if !self.scratch.is_empty() {
+            let n = self.rings.fill.produce(&self.scratch);
+            self.scratch.drain(..n);
+        }
+        if self.rings.fill.needs_wakeup() {
+            self.sock.kick_rx();
+        }
+    }
+
+    /// Takes up to one batch of received frames without blocking.
+    pub fn try_next_batch(&mut self) -> Result<Option<XdpBatch>> {
+        self.refill();
+        if self.rings.rx.available() == 0 {
+            return Ok(None);
+        }
+        let mut descs = self.shared.pool.take(self.batch_size);
+        descs.resize(
+            self.batch_size,
+            libc::xdp_desc {
+                addr: 0,
+                len: 0,
+                options: 0,
+            },
+        );
+        let n = self.rings.rx.consume(&mut descs);
+        descs.truncate(n);
+        let layout = self.shared.umem.layout;
+        // The kernel validated these, but a descriptor outside the UMEM would make the batch's
+        // slices unsound: drop such a descriptor rather than trust it.
+        descs.retain(|d| layout.check(d.addr, d.len));
+        Ok(Some(XdpBatch::new(self.shared.clone(), descs)))
+    }
+
+    /// Waits up to `timeout` (`None`: forever) for received frames.
+    pub fn next_batch(&mut self, timeout: Option<Duration>) -> Result<Option<XdpBatch>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(b) = self.try_next_batch()? {
+                return Ok(Some(b));
+            }
+            let remaining = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(None);
+                    }
+                    Some(d - now)
+                }
+                None => None,
+            };
+            self.wait_events(remaining)?;
+        }
+    }
+
+    fn wait_events(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let ev = self
+            .epoll
+            .wait(timeout)
+            .map_err(|e| Error::os("epoll_wait", e))?;
+        if ev.socket & libc::EPOLLERR as u32 != 0 {
+            if let Some(e) = self.sock.take_error()? {
+                return Err(Error::os("AF_XDP socket", e));
+            }
+        }
+        Ok(())
+    }
+
+    /// The descriptor async runtimes watch (readable while an event is pending).
+    pub(crate) fn readiness_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+
+    /// Collects pending events without blocking.
+    pub(crate) fn consume_events(&mut self) -> Result<()> {
+        self.wait_events(Some(Duration::ZERO))
+    }
+
+    /// Sorts completed TX frames: TX-pool frames back to the free list, forwarded RX frames back
+    /// to the fill ring.
+    fn reclaim(&mut self) {
+        let start = self.scratch.len();
+        let mut buf = [0u64; 64];
+        loop {
+            let n = self.rings.completion.consume(&mut buf);
+            if n == 0 {
+                break;
+            }
+            self.tx_in_flight -= n as u32;
+            let layout = self.shared.umem.layout;
+            for &addr in &buf[..n] {
+                let base = layout.frame_addr(layout.frame_of(addr));
+                if layout.is_rx_frame(base) {
+                    self.scratch.push(base);
+                } else {
+                    self.tx_free.push(base);
+                }
+            }
+        }
+        if self.scratch.len() > start {
+            let n = self.rings.fill.produce(&self.scratch);
+            self.scratch.drain(..n);
+        }
+    }
+
+    /// Moves pending descriptors onto the TX ring.
+    fn push_tx(&mut self) {
+        if !self.tx_scratch.is_empty() {
+            let n = self.rings.tx.produce(&self.tx_scratch);
+            self.tx_scratch.drain(..n);
+            self.tx_queued += n as u32;
+        }
+    }
+
+    /// True if a frame can be queued now.
+    pub(crate) fn can_send(&mut self) -> bool {
+        self.reclaim();
+        !self.tx_free.is_empty() && self.tx_scratch.len() < self.rings.tx_capacity()
+    }
+
+    /// Copies `frame` into a free UMEM frame and queues it. `false` if no frame is free.
+    pub fn try_send(&mut self, frame: &[u8]) -> Result<bool> {
+        let max = self.shared.umem.layout.frame_size as usize;
+        if frame.len() > max {
+            return Err(Error::FrameTooLarge {
+                len: frame.len(),
+                max,
+            });
+        }
+        let mtu_max = self.iface.mtu() as usize + 14 + 4;
+        if frame.len() > mtu_max {
+            return Err(Error::FrameExceedsMtu {
+                len: frame.len(),
+                mtu: self.iface.mtu(),
+                max: mtu_max,
+            });
+        }
+        if frame.len() < 14 {
+            return Err(Error::FrameTooShort { len: frame.len() });
+        }
+        if !self.can_send() {
+            return Ok(false);
+        }
+        let addr = self.tx_free.pop().expect("checked above");
+        // SAFETY: `addr` is a free TX-pool frame: on no kernel ring, referenced nowhere else.
+        unsafe { self.shared.umem.slice_mut(addr, frame.len() as u32) }.copy_from_slice(frame);
+        self.queue_desc(addr, frame.len() as u32);
+        Ok(true)
+    }
+
+    fn queue_desc(&mut self, addr: u64, len: u32) {
+        self.tx_scratch.push(libc::xdp_desc {
+            addr,
+            len,
+            options: 0,
+        });
+        self.tx_in_flight += 1;
+        self.push_tx();
+    }
+
+    /// Transmits a received frame as it is, without a copy. It must come from this socket's UMEM.
+    pub fn send_frame(&mut self, frame: XdpFrame) -> Result<()> {
+        let (shared, addr, len) = frame.into_raw();
+        if !Arc::ptr_eq(&shared, &self.shared) {
+            // Not ours: give it back to its owner and refuse.
+            let layout = shared.umem.layout;
+            shared
+                .umem
+                .recycle(std::iter::once(layout.frame_addr(layout.frame_of(addr))));
+            return Err(Error::InvalidConfig(
+                "the frame belongs to another socket's UMEM".into(),
+            ));
+        }
+        self.queue_desc(addr, len);
+        Ok(())
+    }
+
+    /// Copies `frame` into a free UMEM frame, waiting for one if needed, and queues it.
+    pub fn send(&mut self, frame: &[u8]) -> Result<()> {
+        loop {
+            if self.try_send(frame)? {
+                return Ok(());
+            }
+            self.flush()?;
+            self.wait_events(Some(Duration::from_millis(5)))?;
+        }
+    }
+
+    /// Kicks the kernel to transmit what is on the TX ring.
+    pub fn flush(&mut self) -> Result<()> {
+        self.push_tx();
+        if self.tx_queued > 0 || self.rings.tx.needs_wakeup() || self.rings.tx.outstanding() > 0 {
+            self.tx_queued = 0;
+            self.sock.kick_tx()?;
+        }
+        self.reclaim();
+        Ok(())
+    }
+
+    /// Frames queued or in flight, not yet completed.
+    pub fn in_flight(&self) -> u32 {
+        self.tx_in_flight
+    }
+
+    /// Flushes, then waits up to `timeout` until every queued frame has completed.
+    pub fn wait_sent(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            self.flush()?;
+            if self.tx_in_flight == 0 {
+                return Ok(true);
+            }
+            let step = Duration::from_millis(5);
+            let step = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(false);
+                    }
+                    (d - now).min(step)
+                }
+                None => step,
+            };
+            self.wait_events(Some(step))?;
+        }
+    }
+
+    /// Kernel counters (cumulative since the socket was opened).
+    pub fn stats(&self) -> Result<XdpStats> {
+        let s = self.sock.statistics()?;
+        Ok(XdpStats {
+            rx_dropped: s.rx_dropped,
+            rx_invalid_descs: s.rx_invalid_descs,
+            tx_invalid_descs: s.tx_invalid_descs,
+            rx_ring_full: s.rx_ring_full,
+            rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
+            tx_ring_empty: s.tx_ring_empty_descs,
+        })
+    }
+}
+
+impl AsFd for XdpSocket {
+    /// The AF_XDP socket (e.g. to insert into an XSKMAP).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
