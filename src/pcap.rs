@@ -266,11 +266,21 @@ impl<R: Read> PcapReader<R> {
                 self.index
             )));
         }
-        let nsec = if self.nanos {
+        let mut nsec = if self.nanos {
             frac
         } else {
             frac.saturating_mul(1000)
         };
+        let mut sec = sec;
+        // Writers that round the fraction (scapy's `round(frac * 1e6)`) store exactly one second
+        // when the time is a hair below the next second; libpcap reads such records as they are.
+        // Carry it into the seconds.
+        if nsec == 1_000_000_000 {
+            if let Some(next) = sec.checked_add(1) {
+                sec = next;
+                nsec = 0;
+            }
+        }
         if nsec >= 1_000_000_000 {
             return Err(Error::Pcap(format!(
                 "record {} has an invalid sub-second timestamp ({frac})",
@@ -381,6 +391,30 @@ mod tests {
             PcapReader::new(&[0u8; 24][..]),
             Err(Error::Pcap(_))
         ));
+    }
+
+    #[test]
+    fn a_fraction_of_exactly_one_second_carries_into_the_seconds() {
+        // What scapy writes for a time of N.9999996 s: usec = round(0.9999996 * 1e6) = 1000000.
+        let mut f = Vec::new();
+        f.extend_from_slice(&MAGIC_USEC.to_le_bytes());
+        f.extend_from_slice(&2u16.to_le_bytes());
+        f.extend_from_slice(&4u16.to_le_bytes());
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&65535u32.to_le_bytes());
+        f.extend_from_slice(&1u32.to_le_bytes());
+        for (usec, byte) in [(1_000_000u32, 1u8), (1_000_001, 2)] {
+            for v in [41u32, usec, 1, 1] {
+                f.extend_from_slice(&v.to_le_bytes());
+            }
+            f.push(byte);
+        }
+        let mut r = PcapReader::new(&f[..]).unwrap();
+        let a = r.next_record().unwrap().unwrap();
+        assert_eq!(a.timestamp, Timestamp { sec: 42, nsec: 0 });
+        assert_eq!(a.data, vec![1]);
+        // More than a second is still corruption.
+        assert!(matches!(r.next_record(), Err(Error::Pcap(_))));
     }
 
     #[test]
