@@ -29,7 +29,8 @@ pub enum Error {
 
     /// The operation needs a capability the process does not have.
     #[error(
-        "{operation} needs {capability}: run as root or grant it with `setcap cap_net_raw,cap_net_admin=eip <binary>`"
+        "{operation} needs {capability}: run as root or grant it with `setcap {}=eip <binary>`",
+        setcap_caps(capability)
     )]
     PermissionDenied {
         /// What was being attempted.
@@ -130,6 +131,19 @@ pub enum Error {
         log: String,
     },
 
+    /// The kernel refused to attach an XDP program to an interface.
+    #[error("attaching XDP to `{interface}` in {mode} mode failed ({source}): {hint}")]
+    XdpAttach {
+        /// Interface name.
+        interface: String,
+        /// The mode that was tried last: `native` or `generic`.
+        mode: &'static str,
+        /// What the kernel said.
+        source: io::Error,
+        /// What it means and what to do.
+        hint: String,
+    },
+
     /// Locked memory (`RLIMIT_MEMLOCK`) is too small for the UMEM or a BPF map.
     #[error(
         "{bytes} bytes of locked memory refused: raise RLIMIT_MEMLOCK (`ulimit -l unlimited`, or LimitMEMLOCK= in a systemd unit) or use a smaller UMEM"
@@ -160,6 +174,15 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+}
+
+/// The capabilities `setcap` should grant for a [`Error::PermissionDenied`].
+fn setcap_caps(capability: &str) -> &'static str {
+    if capability.contains("CAP_BPF") {
+        "cap_bpf,cap_net_admin"
+    } else {
+        "cap_net_raw,cap_net_admin"
+    }
 }
 
 /// Why a ring geometry was rejected.
@@ -252,9 +275,9 @@ impl Error {
     /// The underlying OS error code, if any.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } | Error::RingAllocation { source, .. } => {
-                source.raw_os_error()
-            }
+            Error::Io { source, .. }
+            | Error::RingAllocation { source, .. }
+            | Error::XdpAttach { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

@@ -4,6 +4,7 @@
 //! function here takes and returns safe types (`BorrowedFd`, `OwnedFd`, `io::Result`) so the ring
 //! code above never calls into libc directly.
 
+pub(crate) mod bpf;
 pub(crate) mod epoll;
 pub(crate) mod mmap;
 

@@ -4,7 +4,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::attach::{AttachMode, XdpAttachment, XdpProgram, XskMap};
 use super::batch::{DescPool, Shared, XdpBatch, XdpFrame};
+use super::program::Match;
 use super::socket::{BindMode, Rings, XskSocket};
 use super::umem::{Umem, UmemLayout};
 use crate::error::{Error, Result};
@@ -42,6 +44,31 @@ pub struct XdpSocketBuilder {
     pub(crate) huge_pages: bool,
     pub(crate) batch_size: usize,
     pub(crate) busy_retry: Duration,
+    pub(crate) filter: Option<Match>,
+    pub(crate) attach_mode: AttachMode,
+    pub(crate) user_map: Option<Arc<XskMap>>,
+}
+
+/// How frames reach the sockets: our program, or the user's.
+#[derive(Debug)]
+enum Redirect {
+    /// The built-in program, attached by us; detached when the last socket using it drops.
+    Builtin {
+        // Declared first: detach before the program fd closes.
+        attachment: XdpAttachment,
+        program: XdpProgram,
+    },
+    /// An XSKMAP the user's own program redirects into.
+    User(Arc<XskMap>),
+}
+
+impl Redirect {
+    fn map(&self) -> &XskMap {
+        match self {
+            Redirect::Builtin { program, .. } => program.xsk_map(),
+            Redirect::User(map) => map,
+        }
+    }
 }
 
 impl XdpSocketBuilder {
@@ -58,7 +85,62 @@ impl XdpSocketBuilder {
             huge_pages: false,
             batch_size: 64,
             busy_retry: Duration::from_secs(3),
+            filter: None,
+            attach_mode: AttachMode::Auto,
+            user_map: None,
         }
+    }
+
+    /// Redirect only frames that match (one ethertype, IP protocol, destination port); the rest
+    /// go on to the kernel stack (default: every frame of the queue is redirected).
+    pub fn filter(mut self, filter: Match) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+    /// How the built-in program is attached (default [`AttachMode::Auto`]: native, else generic).
+    pub fn attach_mode(mut self, mode: AttachMode) -> Self {
+        self.attach_mode = mode;
+        self
+    }
+    /// Use the XSKMAP of a program the caller loaded and attached (e.g. with aya) instead of the
+    /// built-in program: the socket is inserted at its queue index on open and removed on drop.
+    pub fn xsk_map(mut self, map: Arc<XskMap>) -> Self {
+        self.user_map = Some(map);
+        self
+    }
+
+    /// Opens the socket and makes its queue's frames reach it: loads and attaches the built-in
+    /// program (or uses the caller's XSKMAP).
+    pub fn open(self) -> Result<XdpSocket> {
+        let queue = self.queue;
+        Ok(self.open_queues([queue])?.remove(0))
+    }
+
+    /// Opens one socket per queue (each with its own UMEM), all fed by one program.
+    pub fn open_queues(self, queues: impl IntoIterator<Item = u32>) -> Result<Vec<XdpSocket>> {
+        let queues: Vec<u32> = queues.into_iter().collect();
+        let Some(&max_queue) = queues.iter().max() else {
+            return Err(Error::InvalidConfig("no queue to open".into()));
+        };
+        let redirect = Arc::new(match &self.user_map {
+            Some(map) => Redirect::User(map.clone()),
+            None => {
+                let program = XdpProgram::load_redirect((max_queue + 1).max(64), self.filter)?;
+                let attachment = program.attach(&self.interface, self.attach_mode)?;
+                Redirect::Builtin {
+                    attachment,
+                    program,
+                }
+            }
+        });
+        let mut sockets = Vec::with_capacity(queues.len());
+        for q in queues {
+            let mut sock = self.clone().queue(q).open_socket()?;
+            redirect.map().insert(q, &sock)?;
+            sock.redirect = Some(redirect.clone());
+            sockets.push(sock);
+        }
+        Ok(sockets)
     }
 
     /// RX/TX queue of the interface to bind (default 0).
@@ -107,8 +189,8 @@ impl XdpSocketBuilder {
         self
     }
 
-    /// Opens the socket. It receives only once an XDP program redirects the queue to it (see
-    /// [`XdpProgram`](super::XdpProgram)).
+    /// Opens the socket alone: it transmits, but receives only once an XDP program redirects the
+    /// queue to it (insert it into an [`XskMap`]). [`open`](Self::open) does that part too.
     pub fn open_socket(self) -> Result<XdpSocket> {
         let iface = Interface::by_name(&self.interface)?;
         let rx_frames = self.rx_frames.unwrap_or(self.frame_count / 2);
@@ -161,6 +243,7 @@ impl XdpSocketBuilder {
             mode,
             queue: self.queue,
             iface,
+            redirect: None,
             sock,
         })
     }
@@ -190,6 +273,8 @@ pub struct XdpSocket {
     mode: BindMode,
     queue: u32,
     iface: Interface,
+    /// The program feeding this socket, shared with sockets on other queues.
+    redirect: Option<Arc<Redirect>>,
 }
 
 impl XdpSocket {
@@ -217,8 +302,12 @@ impl XdpSocket {
         &self.iface
     }
 
-    pub(crate) fn raw_socket(&self) -> &XskSocket {
-        &self.sock
+    /// How the built-in program was attached (`Native` or `Generic`), if this socket uses it.
+    pub fn attach_mode(&self) -> Option<AttachMode> {
+        match self.redirect.as_deref()? {
+            Redirect::Builtin { attachment, .. } => Some(attachment.mode()),
+            Redirect::User(_) => None,
+        }
     }
 
     /// Puts recycled RX frames back on the fill ring.
@@ -228,7 +317,9 @@ impl XdpSocket {
             let n = self.rings.fill.produce(&self.scratch);
             self.scratch.drain(..n);
         }
-        if self.rings.fill.needs_wakeup() {
+        // Only zero-copy drivers wait for a syscall to refill their queue; in copy mode the
+        // kernel fills from the ring by itself, and the syscall would be pure overhead.
+        if self.mode == BindMode::ZeroCopy && self.rings.fill.needs_wakeup() {
             self.sock.kick_rx();
         }
     }
@@ -461,6 +552,15 @@ impl XdpSocket {
             rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
             tx_ring_empty: s.tx_ring_empty_descs,
         })
+    }
+}
+
+impl Drop for XdpSocket {
+    fn drop(&mut self) {
+        if let Some(r) = &self.redirect {
+            // Frames for this queue go back to the kernel stack (XDP_PASS) from now on.
+            let _ = r.map().remove(self.queue);
+        }
     }
 }
 

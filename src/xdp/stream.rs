@@ -1,0 +1,200 @@
+//! Async AF_XDP: an [`XdpSocket`] as a `Stream` of owned zero-copy batches and a `Sink` of frames.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::{Sink, Stream};
+
+use super::batch::XdpBatch;
+use super::xsk::{XdpSocket, XdpSocketBuilder};
+use crate::error::{Error, Result};
+use crate::runtime::Runtime;
+
+/// An [`XdpSocket`] driven by an async runtime: a `Stream<Item = Result<XdpBatch>>` and a
+/// `Sink<B: AsRef<[u8]>>`, with the same semantics as the AF_PACKET
+/// [`AsyncCapture`](crate::AsyncCapture) and [`AsyncInjector`](crate::AsyncInjector).
+///
+/// **Cancel safety:** `poll_next`, `poll_ready` and `poll_flush` are cancel-safe: frames are
+/// taken off the RX ring only when a batch is returned, and a frame is queued for TX exactly once,
+/// in `start_send`.
+///
+/// ```no_run
+/// # async fn f() -> netring::Result<()> {
+/// use futures::StreamExt;
+/// use netring::{runtime::Tokio, xdp::XdpSocket};
+///
+/// let mut xsk = XdpSocket::builder("eth0").queue(0).open_async::<Tokio>()?;
+/// while let Some(batch) = xsk.next().await {
+///     println!("{} frames", batch?.len());
+/// }
+/// # Ok(()) }
+/// ```
+pub struct AsyncXdpSocket<R: Runtime> {
+    // Declared first so it deregisters before the socket (and its epoll descriptor) closes.
+    reg: R::Registration,
+    socket: XdpSocket,
+    _runtime: PhantomData<fn() -> R>,
+}
+
+impl<R: Runtime> AsyncXdpSocket<R> {
+    /// Registers `socket` with the runtime `R` (call from inside that runtime).
+    pub fn new(socket: XdpSocket) -> Result<Self> {
+        let fd = socket
+            .readiness_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::os("dup", e))?;
+        Ok(Self {
+            reg: R::register(fd)?,
+            socket,
+            _runtime: PhantomData,
+        })
+    }
+
+    /// Waits for the runtime to report an event, then collects it. `Ready(Ok)` means "look again".
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match R::poll_readable(&self.reg, cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(self.socket.consume_events()),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::os("runtime readiness", e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Polls for the next batch of received frames.
+    pub fn poll_next_batch(&mut self, cx: &mut Context<'_>) -> Poll<Result<XdpBatch>> {
+        loop {
+            if let Some(b) = self.socket.try_next_batch()? {
+                return Poll::Ready(Ok(b));
+            }
+            match self.poll_event(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The next batch. Cancel-safe.
+    pub async fn next_batch(&mut self) -> Result<XdpBatch> {
+        poll_fn(|cx| self.poll_next_batch(cx)).await
+    }
+
+    /// `Ready` once a frame can be queued.
+    pub fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        loop {
+            if self.socket.can_send() {
+                return Poll::Ready(Ok(()));
+            }
+            self.socket.flush()?;
+            if self.socket.can_send() {
+                return Poll::Ready(Ok(()));
+            }
+            match self.poll_event(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Completions are signalled only while the kernel deems the socket
+                    // writable; one that landed in between is caught here.
+                    if self.socket.can_send() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// `Ready` once every queued frame has completed.
+    pub fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        loop {
+            self.socket.flush()?;
+            if self.socket.in_flight() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            match self.poll_event(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if self.socket.in_flight() == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Waits until every queued frame has completed. Cancel-safe.
+    pub async fn flush(&mut self) -> Result<()> {
+        poll_fn(|cx| self.poll_sent(cx)).await
+    }
+
+    /// Same as [`flush`](Self::flush); the socket stays usable.
+    pub async fn close(&mut self) -> Result<()> {
+        self.flush().await
+    }
+
+    /// The underlying socket.
+    pub fn get_ref(&self) -> &XdpSocket {
+        &self.socket
+    }
+
+    /// The underlying socket, mutably (e.g. to send an [`XdpFrame`](super::XdpFrame)).
+    pub fn get_mut(&mut self) -> &mut XdpSocket {
+        &mut self.socket
+    }
+
+    /// Deregisters from the runtime and returns the blocking socket.
+    pub fn into_inner(self) -> XdpSocket {
+        self.socket
+    }
+}
+
+impl<R: Runtime> Stream for AsyncXdpSocket<R> {
+    type Item = Result<XdpBatch>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_next_batch(cx).map(Some)
+    }
+}
+
+impl<R: Runtime, B: AsRef<[u8]>> Sink<B> for AsyncXdpSocket<R> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_send_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: B) -> Result<()> {
+        if self.get_mut().socket.try_send(item.as_ref())? {
+            Ok(())
+        } else {
+            Err(Error::SinkNotReady)
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_sent(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_sent(cx)
+    }
+}
+
+impl<R: Runtime> fmt::Debug for AsyncXdpSocket<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncXdpSocket")
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+impl XdpSocketBuilder {
+    /// [`open`](Self::open), then registers the socket with the runtime `R`.
+    pub fn open_async<R: Runtime>(self) -> Result<AsyncXdpSocket<R>> {
+        AsyncXdpSocket::new(self.open()?)
+    }
+}
