@@ -70,11 +70,13 @@ impl XskSocket {
         };
         sys::setsockopt(self.fd.as_fd(), libc::SOL_XDP, libc::XDP_UMEM_REG, &reg).map_err(|e| {
             match e.raw_os_error() {
-                Some(libc::ENOMEM) | Some(libc::ENOBUFS) => Error::RingAllocation {
+                Some(libc::ENOMEM) => Error::RingAllocation {
                     bytes: umem.layout.bytes(),
                     source: e,
                 },
-                Some(libc::EPERM) => Error::Memlock {
+                // The UMEM is charged to RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK;
+                // over the limit the kernel says ENOBUFS.
+                Some(libc::ENOBUFS) | Some(libc::EPERM) => Error::Memlock {
                     bytes: umem.layout.bytes(),
                 },
                 _ => Error::os("XDP_UMEM_REG", e),
