@@ -439,6 +439,7 @@ impl CaptureBuilder {
             stats_pending: Stats::default(),
             fault: None,
             gone: false,
+            down: false,
             in_fanout: self.fanout.is_some(),
         })
     }
@@ -454,6 +455,9 @@ fn gone_or(e: Error, iface: &Interface) -> Error {
         e
     }
 }
+
+/// How often a capture whose interface is down checks whether it was deleted.
+const DOWN_RECHECK: Duration = Duration::from_millis(200);
 
 /// A socket error waiting to be reported once the ring is drained.
 #[derive(Debug)]
@@ -496,6 +500,9 @@ pub struct Capture {
     stats_pending: Stats,
     fault: Option<Fault>,
     gone: bool,
+    /// The interface went down and no packet arrived since: it may yet turn out deleted (the
+    /// kernel signals a deletion only as "down"; the socket loses its binding a little later).
+    down: bool,
     drain_grace: Duration,
     /// Joined a fanout group at open (the kernel's answer cannot tell group 0 from no group).
     in_fanout: bool,
@@ -571,9 +578,12 @@ impl Capture {
 
     /// Takes the block under the cursor if it is ready.
     pub(crate) fn try_take(&mut self) -> Result<Batch, NotReady> {
-        self.cursor
-            .take(&self.ring)
-            .map(|info| Batch::new(self.ring.clone(), info))
+        let info = self.cursor.take(&self.ring)?;
+        if self.fault.is_none() {
+            // Packets flow again (blocks retire only with packets in them).
+            self.down = false;
+        }
+        Ok(Batch::new(self.ring.clone(), info))
     }
 
     /// Registers `waker` for the release of the block under the cursor; true if it is free now.
@@ -601,7 +611,18 @@ impl Capture {
         if events.socket & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
             self.check_socket_error()?;
         }
+        if events.timer && self.down && !self.gone {
+            // No event comes when a down interface is deleted: wake waiters now and then so
+            // `due_fault` can look again.
+            self.arm_recheck()?;
+        }
         Ok(())
+    }
+
+    fn arm_recheck(&self) -> Result<()> {
+        self.epoll
+            .arm_timer(DOWN_RECHECK)
+            .map_err(|e| Error::os("timerfd_settime", e))
     }
 
     fn check_socket_error(&mut self) -> Result<()> {
@@ -611,6 +632,7 @@ impl Capture {
         let error = match err.raw_os_error() {
             Some(libc::ENETDOWN) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
                 if self.interface_still_exists() {
+                    self.down = true;
                     Error::InterfaceDown {
                         name: self.iface.name().to_owned(),
                     }
@@ -644,12 +666,32 @@ impl Capture {
     /// The pending fault, once nothing more can come before it: its grace period is over, or the
     /// block the kernel has open holds no packet (so no retire is coming).
     pub(crate) fn due_fault(&mut self) -> Option<Error> {
+        if self.down && !self.gone && !self.interface_still_exists() {
+            // "Down" was the first step of a deletion: report (or correct) it as gone.
+            self.gone = true;
+            let report_at = self
+                .fault
+                .as_ref()
+                .map_or_else(Instant::now, |f| f.report_at);
+            self.fault = Some(Fault {
+                error: Error::InterfaceGone {
+                    name: self.iface.name().to_owned(),
+                    index: self.iface.index(),
+                },
+                report_at,
+            });
+        }
         let fault = self.fault.as_ref()?;
         let open_block_empty = self.ring.kernel_block_is_empty(self.cursor.next_index());
-        if Instant::now() < fault.report_at && !open_block_empty {
+        // A down interface may be on its way out: give the deletion the grace period to show.
+        let may_wait = !open_block_empty || matches!(fault.error, Error::InterfaceDown { .. });
+        if Instant::now() < fault.report_at && may_wait {
             return None;
         }
         let fault = self.fault.take()?;
+        if self.down && !self.gone {
+            let _ = self.arm_recheck();
+        }
         if self.gone {
             // Keep reporting it: nothing more will ever arrive.
             self.fault = Some(Fault {
