@@ -1,0 +1,556 @@
+//! Runs the example programs (`capture`, `inject`, `demo`) as a user would, on throwaway test
+//! hosts, and checks their output, files and exit codes.
+//!
+//! The binaries are the ones `cargo test` builds next to this test (`target/<profile>/examples/`);
+//! when they are missing (e.g. `cargo test --test examples_cli`), they are built first.
+
+mod common;
+use common::*;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use netring::pcap::{PcapReader, PcapRecord, PcapWriter};
+
+/// Path of an example binary, building the examples if they are not there.
+fn example(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        // target/<profile>/deps/examples_cli-HASH -> target/<profile>/examples/
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .expect("test binary lives in target/<profile>/deps");
+        let dir = profile_dir.join("examples");
+        if ["capture", "inject", "demo"]
+            .iter()
+            .all(|n| dir.join(n).exists())
+        {
+            return dir;
+        }
+        // Build them into a target dir of their own: the outer cargo may still hold the lock on
+        // the main one while tests run.
+        let target = profile_dir.join("examples-cli-build");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--examples", "--target-dir"])
+            .arg(&target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            cmd.arg("--release");
+        }
+        run(&mut cmd);
+        target
+            .join(if release { "release" } else { "debug" })
+            .join("examples")
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "example binary {} missing", path.display());
+    path
+}
+
+/// Waits for a child up to `secs`, killing it on timeout (then panics).
+fn wait_output(mut child: Child, secs: u64, what: &str) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match child.try_wait().expect("try_wait") {
+            Some(_) => break,
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("wait");
+                panic!(
+                    "{what} did not finish within {secs} s\nstdout: {}\nstderr: {}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    child.wait_with_output().expect("wait_with_output")
+}
+
+/// Runs an example to completion (bounded by `secs`).
+fn run_example(name: &str, args: &[&str], secs: u64) -> Output {
+    let child = Command::new(example(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    wait_output(child, secs, &format!("{name} {args:?}"))
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// The last non-empty line of stdout.
+fn final_line(out: &Output) -> String {
+    stdout(out)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Starts `capture` in the background and waits until it says it is listening.
+struct RunningCapture {
+    child: Child,
+    stderr_lines: std::sync::mpsc::Receiver<String>,
+}
+
+fn start_capture(args: &[&str]) -> RunningCapture {
+    let mut child = Command::new(example("capture"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning capture");
+    let err = child.stderr.take().expect("capture stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("listening on") => break,
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("capture did not start listening within 10 s: {seen:?}");
+            }
+        }
+    }
+    RunningCapture {
+        child,
+        stderr_lines: rx,
+    }
+}
+
+impl RunningCapture {
+    fn finish(self, secs: u64) -> (Output, String) {
+        let out = wait_output(self.child, secs, "capture");
+        let rest: Vec<String> = self.stderr_lines.try_iter().collect();
+        (out, rest.join("\n"))
+    }
+}
+
+fn read_pcap(path: &str) -> Vec<PcapRecord> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"))
+        .read_to_end(&mut bytes)
+        .unwrap();
+    PcapReader::new(&bytes[..])
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// Lines `tcpdump -r FILE` prints (one per packet).
+fn tcpdump_count(path: &str) -> usize {
+    let out = run(Command::new("tcpdump").args(["-n", "-r", path]));
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// tcpdump on `dev` inside the namespace, writing `file`, exiting by itself after `count`
+/// packets; its stderr lines (including the closing statistics) are collected.
+struct Tcpdump {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Tcpdump {
+    fn start(net: &TestNet, dev: &str, file: &str, count: usize) -> Self {
+        let mut child = net
+            .cmd("tcpdump")
+            .args(["-i", dev, "-w", file, "-n", "-U", "--immediate-mode"])
+            // A small snaplen: in immediate mode libpcap sizes each ring slot for the snaplen, and
+            // 16 MiB of 64 KiB slots holds only 256 frames, fewer than a burst of the TX ring.
+            .args(["-s", "2048", "-B", "16384", "--time-stamp-precision=nano"])
+            .args(["-c", &count.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning tcpdump");
+        let err = child.stderr.take().expect("tcpdump stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(l) if l.contains("listening on") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("tcpdump did not start listening within 10 s");
+                }
+            }
+        }
+        Tcpdump { child, lines }
+    }
+
+    /// Waits up to `secs` for tcpdump to exit by itself, then interrupts it; returns its stderr.
+    fn finish(mut self, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on our own child's pid; SIGINT makes tcpdump flush and exit.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGINT);
+            }
+        }
+        let _ = wait_output(self.child, 10, "tcpdump");
+        self.lines.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Replays `file` with `inject --read` on net.a while tcpdump records `expect` frames on net.b;
+/// returns what tcpdump saw and inject's final line.
+fn replay_and_record(
+    net: &TestNet,
+    file: &str,
+    extra: &[&str],
+    expect: usize,
+) -> (Vec<PcapRecord>, String) {
+    let seen = scratch("replayed.pcap");
+    let dump = Tcpdump::start(net, &net.b, &seen, expect);
+    let mut args = vec!["--netns", &net.ns, "--iface", &net.a, "--read", file];
+    args.extend_from_slice(extra);
+    let out = run_example("inject", &args, 60);
+    assert_ok(&out, "inject --read");
+    let stats = dump.finish(10);
+    let records = read_pcap(&seen);
+    assert_eq!(
+        records.len(),
+        expect,
+        "tcpdump saw {} of {expect} frames: {stats}\n{}",
+        records.len(),
+        String::from_utf8_lossy(&net.ip(&["-s", "link"]).stdout)
+    );
+    let _ = std::fs::remove_file(&seen);
+    (records, final_line(&out))
+}
+
+#[test]
+fn capture_and_inject_round_trip() {
+    if !can_run("capture_and_inject_round_trip", &["tcpdump"]) {
+        return;
+    }
+    let net = TestNet::new();
+    let file = scratch("captured.pcap");
+
+    // capture on net.b (inside the namespace via --netns), inject 500 frames on net.a.
+    let cap = start_capture(&[
+        "--netns", &net.ns, "--iface", &net.b, "--count", "500", "--write", &file,
+    ]);
+    let inj = run_example(
+        "inject",
+        &[
+            "--netns",
+            &net.ns,
+            "--iface",
+            &net.a,
+            "--synthetic",
+            "100",
+            "--count",
+            "500",
+        ],
+        60,
+    );
+    assert_ok(&inj, "inject --synthetic");
+    assert_eq!(final_line(&inj), "sent=500 bytes=50000");
+    let (out, rest) = cap.finish(30);
+    assert_ok(&out, "capture");
+    assert_eq!(
+        final_line(&out),
+        "packets=500 bytes=50000 drops=0",
+        "stderr: {rest}"
+    );
+    assert_eq!(
+        stdout(&out).lines().count(),
+        1,
+        "capture prints exactly one line on stdout"
+    );
+
+    // The file is a valid pcap holding the 500 frames.
+    assert_eq!(tcpdump_count(&file), 500);
+    let captured = read_pcap(&file);
+    assert_eq!(captured.len(), 500);
+    for r in &captured {
+        assert_eq!(r.data.len(), 100);
+        assert_eq!(r.wire_len, 100);
+        assert_eq!(&r.data[..6], &[0xff; 6], "broadcast destination");
+        assert_eq!(&r.data[12..14], &[0x08, 0x00], "IPv4");
+        assert_eq!(r.data[23], 17, "UDP");
+        // The IPv4 header checksum verifies (sums to 0xffff).
+        let mut sum: u32 = r.data[14..34]
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff, "IPv4 header checksum");
+    }
+
+    // Replaying the file puts the same 500 frames on the wire.
+    let (seen, line) = replay_and_record(&net, &file, &[], 500);
+    assert_eq!(line, "sent=500 bytes=50000");
+    assert_eq!(seen.len(), 500);
+    for (a, b) in seen.iter().zip(&captured) {
+        assert_eq!(a.data, b.data);
+    }
+
+    // --repeat sends the file several times.
+    let (seen, line) = replay_and_record(&net, &file, &["--repeat", "3"], 1500);
+    assert_eq!(line, "sent=1500 bytes=150000");
+    assert_eq!(seen.len(), 1500);
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn inject_replays_distinct_frames_in_order() {
+    if !can_run("inject_replays_distinct_frames_in_order", &["tcpdump"]) {
+        return;
+    }
+    let net = TestNet::new();
+    // 300 different frames of 60..=1514 bytes, each tagged with its index.
+    let file = scratch("distinct.pcap");
+    let mut frames = Vec::new();
+    {
+        let mut w = PcapWriter::new(std::fs::File::create(&file).unwrap()).unwrap();
+        for i in 0..300u32 {
+            let len = 60 + (i as usize * 97) % (1514 - 60 + 1);
+            let mut f = vec![0u8; len];
+            f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xbb]);
+            f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xaa]);
+            f[12..14].copy_from_slice(&[0x88, 0xb5]); // local experimental ethertype
+            f[14..18].copy_from_slice(&i.to_be_bytes());
+            for (j, b) in f[18..].iter_mut().enumerate() {
+                *b = (i as usize + j) as u8;
+            }
+            let ts = netring::Timestamp { sec: 1, nsec: i };
+            w.write_frame(ts, len, &f, None).unwrap();
+            frames.push(f);
+        }
+        w.into_inner().unwrap();
+    }
+    let total: usize = frames.iter().map(Vec::len).sum();
+    let (seen, line) = replay_and_record(&net, &file, &[], 300);
+    assert_eq!(line, format!("sent=300 bytes={total}"));
+    assert_eq!(seen.len(), 300);
+    for (i, (a, b)) in seen.iter().zip(&frames).enumerate() {
+        assert_eq!(&a.data, b, "frame {i} differs");
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("capture", &[], "--iface is required"),
+        ("capture", &["--iface"], "needs a value"),
+        (
+            "capture",
+            &["--iface", "x", "--bogus", "1"],
+            "unknown argument",
+        ),
+        (
+            "capture",
+            &["--iface", "x", "--count", "ten"],
+            "not a valid",
+        ),
+        ("capture", &["--iface", "x", "--duration", "-1"], "seconds"),
+        (
+            "capture",
+            &["--iface", "x", "--runtime", "tokio"],
+            "not available yet",
+        ),
+        (
+            "capture",
+            &["--iface", "x", "--runtime", "smol"],
+            "not available yet",
+        ),
+        (
+            "capture",
+            &["--iface", "x", "--runtime", "gevent"],
+            "unknown runtime",
+        ),
+        (
+            "capture",
+            &["--iface", "x", "--backend", "xdp"],
+            "not available yet",
+        ),
+        (
+            "capture",
+            &["--iface", "x", "--backend", "dpdk"],
+            "unknown backend",
+        ),
+        ("inject", &[], "--iface is required"),
+        ("inject", &["--iface", "x"], "--read or --synthetic"),
+        ("inject", &["--iface", "x", "--synthetic", "100"], "--count"),
+        (
+            "inject",
+            &["--iface", "x", "--synthetic", "10", "--count", "1"],
+            "out of range",
+        ),
+        (
+            "inject",
+            &["--iface", "x", "--read", "f", "--synthetic", "64"],
+            "exclusive",
+        ),
+        (
+            "inject",
+            &["--iface", "x", "--read", "f", "--repeat", "0"],
+            "at least 1",
+        ),
+        (
+            "inject",
+            &["--iface", "x", "--read", "f", "--count", "3"],
+            "--count",
+        ),
+        (
+            "inject",
+            &["--iface", "x", "--read", "f", "--runtime", "tokio"],
+            "not available yet",
+        ),
+        (
+            "inject",
+            &["--iface", "x", "--read", "f", "--backend", "xdp"],
+            "not available yet",
+        ),
+        (
+            "inject",
+            &["--iface", "x", "--frobnicate"],
+            "unknown argument",
+        ),
+        ("demo", &["--count", "many"], "not a valid"),
+        ("demo", &["--what"], "unknown argument"),
+    ];
+    for (name, args, msg) in cases {
+        let out = run_example(name, args, 30);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name} {args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(msg),
+            "{name} {args:?}: expected `{msg}` in stderr: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("usage:"),
+            "{name} {args:?}: no usage in stderr"
+        );
+        assert!(stdout(&out).is_empty(), "{name} {args:?}: stdout not empty");
+    }
+}
+
+#[test]
+fn missing_interface_exits_1() {
+    if !can_run("missing_interface_exits_1", &[]) {
+        return;
+    }
+    // Inside a fresh namespace, where the name surely does not exist.
+    let net = TestNet::new();
+    for (name, args) in [
+        ("capture", vec!["--count", "1"]),
+        ("inject", vec!["--synthetic", "64", "--count", "1"]),
+    ] {
+        let mut all = vec!["--netns", net.ns.as_str(), "--iface", "nr-missing0"];
+        all.extend(args);
+        let out = run_example(name, &all, 30);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no such interface `nr-missing0`"),
+            "{name}: {}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).is_empty(), "{name}: stdout not empty");
+    }
+    // A namespace that does not exist is an error too (exit 1), not a panic.
+    let out = run_example(
+        "capture",
+        &["--netns", "nr-no-such-ns", "--iface", "lo", "--count", "1"],
+        30,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no network namespace"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn capture_stops_after_duration() {
+    if !can_run("capture_stops_after_duration", &[]) {
+        return;
+    }
+    let net = TestNet::new();
+    let started = Instant::now();
+    let out = run_example(
+        "capture",
+        &["--netns", &net.ns, "--iface", &net.b, "--duration", "0.5"],
+        30,
+    );
+    assert_ok(&out, "capture --duration");
+    assert_eq!(final_line(&out), "packets=0 bytes=0 drops=0");
+    assert!(started.elapsed() >= Duration::from_millis(500));
+}
+
+#[test]
+fn demo_exits_0() {
+    if !can_run("demo_exits_0", &[]) {
+        return;
+    }
+    let out = run_example("demo", &[], 120);
+    assert_ok(&out, "demo");
+    let text = stdout(&out);
+    assert!(text.contains("every frame arrived"), "demo output:\n{text}");
+}
