@@ -262,8 +262,12 @@ pub fn start_tcpdump(net: &TestNet, dev: &str, file: &str, filter: &[&str]) -> B
                 dev,
                 "-w",
                 file,
+                // libpcap's immediate mode uses fixed slots sized by the snaplen: keep the
+                // snaplen near the largest test frame and the buffer large, or bursts drop.
                 "-B",
-                "16384",
+                "65536",
+                "-s",
+                "9216",
                 "-n",
                 "-U",
                 "--immediate-mode",
