@@ -10,7 +10,7 @@ use futures::Sink;
 
 use super::tx::{Injector, InjectorBuilder, TxSlot};
 use crate::error::{Error, Result};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, poll_until};
 
 /// An [`Injector`] driven by an async runtime: a `Sink<B>` for any `B: AsRef<[u8]>`.
 ///
@@ -58,59 +58,36 @@ impl<R: Runtime> AsyncInjector<R> {
         })
     }
 
-    /// Waits for the runtime to report an event, then collects it. `Ready(Ok)` means "look again".
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        match R::poll_readable(&self.reg, cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(self.injector.consume_events()),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::os("runtime readiness", e))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// `Ready` once the next slot is free.
+    /// `Ready` once the next slot is free (queued frames are handed to the kernel meanwhile, since
+    /// slots free up only once it has them).
     pub fn poll_slot(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        loop {
-            if self.injector.next_slot_free() {
-                return Poll::Ready(Ok(()));
-            }
-            // Slots free up only once the kernel has the queued frames.
-            self.injector.flush()?;
-            if self.injector.next_slot_free() {
-                return Poll::Ready(Ok(()));
-            }
-            match self.poll_event(cx) {
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    // The kernel signals completions only while the send buffer is under half
-                    // full; a frame that completed in between is caught by this re-check.
-                    if self.injector.next_slot_free() {
-                        return Poll::Ready(Ok(()));
-                    }
-                    return Poll::Pending;
+        poll_until::<R, _>(
+            &self.reg,
+            cx,
+            &mut self.injector,
+            |tx| {
+                if tx.next_slot_free() {
+                    return Ok(true);
                 }
-            }
-        }
+                tx.flush()?;
+                Ok(tx.next_slot_free())
+            },
+            Injector::consume_events,
+        )
     }
 
     /// `Ready` once every queued frame has been sent.
     pub fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        loop {
-            self.injector.flush()?;
-            if self.injector.in_flight() == 0 {
-                return Poll::Ready(Ok(()));
-            }
-            match self.poll_event(cx) {
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    if self.injector.in_flight() == 0 {
-                        return Poll::Ready(Ok(()));
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
+        poll_until::<R, _>(
+            &self.reg,
+            cx,
+            &mut self.injector,
+            |tx| {
+                tx.flush()?;
+                Ok(tx.in_flight() == 0)
+            },
+            Injector::consume_events,
+        )
     }
 
     /// Waits for a free slot and reserves it for a frame of `len` bytes, to be written in place

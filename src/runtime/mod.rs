@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::task::{Context, Poll};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[cfg(feature = "smol")]
 mod smol;
@@ -56,4 +56,33 @@ pub trait Runtime: Send + Sync + 'static {
     /// collects the events and re-checks the ring); `Pending` otherwise, with `cx`'s waker
     /// registered for the next readiness.
     fn poll_readable(reg: &Self::Registration, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// Drives a ring until `ready` says yes: checks, and while it says no, waits for the runtime to
+/// report the ring's readiness descriptor, lets `collect` take the pending events, and checks
+/// again. One more check after registering the waker closes the race with an event that landed in
+/// between. Shared by every async TX path.
+pub(crate) fn poll_until<R: Runtime, T>(
+    reg: &R::Registration,
+    cx: &mut Context<'_>,
+    ring: &mut T,
+    ready: impl Fn(&mut T) -> Result<bool>,
+    collect: impl Fn(&mut T) -> Result<()>,
+) -> Poll<Result<()>> {
+    loop {
+        if ready(ring)? {
+            return Poll::Ready(Ok(()));
+        }
+        match R::poll_readable(reg, cx) {
+            Poll::Ready(Ok(())) => collect(ring)?,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::os("runtime readiness", e))),
+            Poll::Pending => {
+                return if ready(ring)? {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                };
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@ use futures::{Sink, Stream};
 use super::batch::XdpBatch;
 use super::xsk::{XdpSocket, XdpSocketBuilder};
 use crate::error::{Error, Result};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, poll_until};
 
 /// An [`XdpSocket`] driven by an async runtime: a `Stream<Item = Result<XdpBatch>>` and a
 /// `Sink<B: AsRef<[u8]>>`, with the same semantics as the AF_PACKET
@@ -71,7 +71,12 @@ impl<R: Runtime> AsyncXdpSocket<R> {
             match self.poll_event(cx) {
                 Poll::Ready(Ok(())) => continue,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Frames released elsewhere while parked must wake this task (the fill
+                    // ring may be empty, and then no frame arrives to wake it).
+                    self.socket.prepare_to_wait();
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -83,47 +88,33 @@ impl<R: Runtime> AsyncXdpSocket<R> {
 
     /// `Ready` once a frame can be queued.
     pub fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        loop {
-            if self.socket.can_send() {
-                return Poll::Ready(Ok(()));
-            }
-            self.socket.flush()?;
-            if self.socket.can_send() {
-                return Poll::Ready(Ok(()));
-            }
-            match self.poll_event(cx) {
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    // Completions are signalled only while the kernel deems the socket
-                    // writable; one that landed in between is caught here.
-                    if self.socket.can_send() {
-                        return Poll::Ready(Ok(()));
-                    }
-                    return Poll::Pending;
+        poll_until::<R, _>(
+            &self.reg,
+            cx,
+            &mut self.socket,
+            |xsk| {
+                if xsk.can_send() {
+                    return Ok(true);
                 }
-            }
-        }
+                xsk.flush()?;
+                Ok(xsk.can_send())
+            },
+            XdpSocket::consume_events,
+        )
     }
 
     /// `Ready` once every queued frame has completed.
     pub fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        loop {
-            self.socket.flush()?;
-            if self.socket.in_flight() == 0 {
-                return Poll::Ready(Ok(()));
-            }
-            match self.poll_event(cx) {
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    if self.socket.in_flight() == 0 {
-                        return Poll::Ready(Ok(()));
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
+        poll_until::<R, _>(
+            &self.reg,
+            cx,
+            &mut self.socket,
+            |xsk| {
+                xsk.flush()?;
+                Ok(xsk.in_flight() == 0)
+            },
+            XdpSocket::consume_events,
+        )
     }
 
     /// Waits until every queued frame has completed. Cancel-safe.
