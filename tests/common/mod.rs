@@ -4,3 +4,5 @@
 pub mod frames;
 pub mod testnet;
 pub use testnet::*;
+#[cfg(all(feature = "tokio", feature = "smol"))]
+pub mod asyncrt;
