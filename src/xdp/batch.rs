@@ -1,9 +1,12 @@
 //! Owned zero-copy RX batches of an AF_XDP socket, and frames taken out of them.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::umem::Umem;
+use crate::sys::Epoll;
 
 /// Descriptor vectors handed out to batches and given back on drop, so steady-state reception
 /// allocates nothing.
@@ -30,11 +33,30 @@ impl DescPool {
     }
 }
 
-/// What batches share with their socket: the UMEM and the descriptor pool.
+/// What batches share with their socket: the UMEM, the descriptor pool, and the socket's epoll
+/// set, through which a frame released on another thread wakes a waiting reader.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub umem: Umem,
     pub pool: DescPool,
+    /// The socket's epoll set (the one the async runtimes watch too).
+    pub epoll: Epoll,
+    /// Set while the socket's owner waits for RX events: released RX frames then reach the fill
+    /// ring only once it wakes, and with an empty fill ring no frame would arrive to wake it.
+    pub waiting: AtomicBool,
+}
+
+impl Shared {
+    /// Hands RX frames back and, if the owner is waiting, wakes it (the epoll set's timer) so it
+    /// puts them on the fill ring.
+    pub(crate) fn recycle(&self, addrs: impl Iterator<Item = u64>) {
+        self.umem.recycle(addrs);
+        // Pairs with the owner's `waiting = true` then `take_recycled` (under the same lock as
+        // `recycle`): either it took these frames, or this sees the flag.
+        if self.waiting.load(Ordering::SeqCst) && self.waiting.swap(false, Ordering::SeqCst) {
+            let _ = self.epoll.arm_timer(Duration::ZERO);
+        }
+    }
 }
 
 /// Marks a descriptor whose frame was taken out of its batch.
@@ -115,7 +137,7 @@ impl XdpBatch {
 impl Drop for XdpBatch {
     fn drop(&mut self) {
         let layout = self.shared.umem.layout;
-        self.shared.umem.recycle(
+        self.shared.recycle(
             self.descs
                 .iter()
                 .filter(|d| d.addr != TAKEN)
@@ -227,7 +249,7 @@ impl XdpFrame {
 impl Drop for XdpFrame {
     fn drop(&mut self) {
         let layout = self.shared.umem.layout;
-        self.shared.umem.recycle(std::iter::once(
+        self.shared.recycle(std::iter::once(
             layout.frame_addr(layout.frame_of(self.addr)),
         ));
     }

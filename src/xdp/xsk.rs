@@ -2,6 +2,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::attach::{AttachMode, XdpAttachment, XdpProgram, XskMap};
@@ -231,8 +232,9 @@ impl XdpSocketBuilder {
             shared: Arc::new(Shared {
                 umem,
                 pool: DescPool::default(),
+                epoll,
+                waiting: AtomicBool::new(false),
             }),
-            epoll,
             rings,
             tx_free,
             scratch: Vec::with_capacity(self.frame_count as usize),
@@ -255,7 +257,6 @@ impl XdpSocketBuilder {
 /// drop; TX copies frames into free UMEM frames (or sends a received [`XdpFrame`] as it is).
 #[derive(Debug)]
 pub struct XdpSocket {
-    epoll: Epoll,
     sock: XskSocket,
     rings: Rings,
     shared: Arc<Shared>,
@@ -365,12 +366,23 @@ impl XdpSocket {
                 }
                 None => None,
             };
-            self.wait_events(remaining)?;
+            self.prepare_to_wait();
+            let waited = self.wait_events(remaining);
+            self.shared.waiting.store(false, Ordering::SeqCst);
+            waited?;
         }
+    }
+
+    /// Before waiting for RX events: asks batches and frames released from now on (on any
+    /// thread) to wake the waiter, then puts those released until now on the fill ring.
+    pub(crate) fn prepare_to_wait(&mut self) {
+        self.shared.waiting.store(true, Ordering::SeqCst);
+        self.refill();
     }
 
     fn wait_events(&mut self, timeout: Option<Duration>) -> Result<()> {
         let ev = self
+            .shared
             .epoll
             .wait(timeout)
             .map_err(|e| Error::os("epoll_wait", e))?;
@@ -384,7 +396,7 @@ impl XdpSocket {
 
     /// The descriptor async runtimes watch (readable while an event is pending).
     pub(crate) fn readiness_fd(&self) -> BorrowedFd<'_> {
-        self.epoll.as_fd()
+        self.shared.epoll.as_fd()
     }
 
     /// Collects pending events without blocking.
@@ -480,9 +492,7 @@ impl XdpSocket {
         if !Arc::ptr_eq(&shared, &self.shared) {
             // Not ours: give it back to its owner and refuse.
             let layout = shared.umem.layout;
-            shared
-                .umem
-                .recycle(std::iter::once(layout.frame_addr(layout.frame_of(addr))));
+            shared.recycle(std::iter::once(layout.frame_addr(layout.frame_of(addr))));
             return Err(Error::InvalidConfig(
                 "the frame belongs to another socket's UMEM".into(),
             ));
