@@ -27,6 +27,8 @@ pub const LINKTYPE_ETHERNET: u32 = 1;
 pub const SNAPLEN: u32 = 262_144;
 /// Records larger than this are taken as corruption, not allocated.
 const MAX_RECORD: u32 = 16 << 20;
+/// Record bytes allocated up front; larger records grow as their bytes arrive.
+const READ_CHUNK: u32 = 64 << 10;
 
 fn io_err(e: io::Error) -> Error {
     Error::Io {
@@ -287,14 +289,16 @@ impl<R: Read> PcapReader<R> {
                 self.index
             )));
         }
-        let mut data = vec![0u8; incl as usize];
-        self.input.read_exact(&mut data).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::Pcap(format!("record {} data truncated", self.index))
-            } else {
-                io_err(e)
-            }
-        })?;
+        // Grow with the bytes actually there: a corrupt length in a short file costs memory in
+        // proportion to what the file holds, not to what the record claims.
+        let mut data = Vec::with_capacity(incl.min(READ_CHUNK) as usize);
+        let got = (&mut self.input)
+            .take(u64::from(incl))
+            .read_to_end(&mut data)
+            .map_err(io_err)?;
+        if got != incl as usize {
+            return Err(Error::Pcap(format!("record {} data truncated", self.index)));
+        }
         self.index += 1;
         Ok(Some(PcapRecord {
             timestamp: Timestamp { sec, nsec },
@@ -442,5 +446,27 @@ mod tests {
             }
         );
         assert_eq!(r[0].data, vec![9, 9, 9]);
+    }
+
+    #[test]
+    fn a_huge_claimed_length_in_a_short_file_is_not_allocated() {
+        /// Fails if the reader ever asks for more than `.1` bytes in one read.
+        struct Small<'a>(&'a [u8], usize);
+        impl Read for Small<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                assert!(buf.len() <= self.1, "read into a {}-byte buffer", buf.len());
+                self.0.read(buf)
+            }
+        }
+        let mut f = Vec::new();
+        f.extend_from_slice(&MAGIC_NSEC.to_le_bytes());
+        f.extend_from_slice(&[2, 0, 4, 0]);
+        f.extend_from_slice(&[0; 16]);
+        for v in [1u32, 0, MAX_RECORD, MAX_RECORD] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(&[7; 10]);
+        let mut r = PcapReader::new(Small(&f, 1 << 20)).unwrap();
+        assert!(matches!(r.next_record(), Err(Error::Pcap(m)) if m.contains("truncated")));
     }
 }

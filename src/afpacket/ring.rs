@@ -623,4 +623,474 @@ pub(crate) mod tests {
         assert_eq!(cur.malformed, 1);
         assert_eq!(ring.status_word(0).load(Ordering::Acquire), 0);
     }
+
+    /// A tiny deterministic PRNG (xorshift64*) for the randomized tests below.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn new(seed: u64) -> Self {
+            Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+        }
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        /// Uniform-ish in `0..n` (`n > 0`).
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn one_in(&mut self, n: usize) -> bool {
+            self.below(n) == 0
+        }
+        /// A value a corrupt or hostile header might hold: boundaries, near-misses, noise.
+        fn nasty_u32(&mut self, block_len: usize, orig: u32) -> u32 {
+            let small = self.below(17) as i64 - 8;
+            match self.below(9) {
+                0 => self.next() as u32,
+                1 => 0,
+                2 => u32::MAX,
+                3 => (block_len as i64 + small).max(0) as u32,
+                4 => (orig as i64 + small).clamp(0, u32::MAX as i64) as u32,
+                5 => orig ^ (1 << self.below(32)),
+                6 => self.below(block_len + 1) as u32,
+                7 => self.below(256) as u32,
+                _ => (u16::MAX as i64 + small) as u32,
+            }
+        }
+    }
+
+    /// Random packets (data, wire_len) that `kernel_fill` can lay out in a block of `block_size`.
+    fn random_packets(
+        rng: &mut XorShift,
+        block_size: usize,
+        max_pkts: usize,
+    ) -> Vec<(Vec<u8>, u32)> {
+        let mut room = block_size - BLK_HDR_LEN;
+        let mut out = Vec::new();
+        let mac = PKT_HDR_LEN.next_multiple_of(16) + 2;
+        while out.len() < max_pkts {
+            let len = rng.below(room.saturating_sub(mac).min(300) + 1);
+            let entry = (mac + len).next_multiple_of(16);
+            if entry > room {
+                break;
+            }
+            room -= entry;
+            let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let wire = len as u32 + rng.below(100) as u32;
+            out.push((data, wire));
+        }
+        out
+    }
+
+    fn fill_random(ring: &RxRing, index: usize, seq: u64, pkts: &[(Vec<u8>, u32)]) {
+        let refs: Vec<(&[u8], u32)> = pkts.iter().map(|(d, w)| (&d[..], *w)).collect();
+        kernel_fill(ring, index, seq, &refs);
+    }
+
+    /// Walks `block` as the batch iterator does, checking that the walk stays inside the block
+    /// and ends. Returns the packets' data.
+    fn checked_walk(block: &[u8]) -> Option<(Vec<Vec<u8>>, bool)> {
+        let info = parse_block_header(block, 0)?;
+        if info.num_pkts > 0 {
+            assert!(info.first_offset as usize >= BLK_HDR_LEN);
+            assert!((info.first_offset as usize) < block.len());
+        }
+        let mut w = PacketWalker::new(&info);
+        let mut out = Vec::new();
+        // Every step moves forward by at least 4 bytes (aligned, non-zero next offset).
+        let bound = block.len() / 4 + 2;
+        let mut finished = false;
+        let mut remaining = w.remaining();
+        for _ in 0..bound {
+            let Some(m) = w.next(block) else {
+                finished = true;
+                break;
+            };
+            let start = m.data_offset as usize;
+            let end = start + m.snaplen as usize;
+            assert!(
+                start >= BLK_HDR_LEN + PKT_HDR_LEN,
+                "data inside the headers"
+            );
+            assert!(
+                end <= block.len(),
+                "packet data {start}..{end} past the block"
+            );
+            assert!(w.remaining() < remaining, "walker did not advance");
+            remaining = w.remaining();
+            out.push(block[start..end].to_vec());
+        }
+        assert!(finished, "walker did not stop within {bound} steps");
+        assert!(out.len() <= info.num_pkts as usize);
+        // Once done, it stays done.
+        assert!(w.next(block).is_none());
+        assert_eq!(w.remaining(), 0);
+        Some((out, w.is_malformed()))
+    }
+
+    /// Writes raw bytes into a block as if the kernel had retired it.
+    fn kernel_write_raw(ring: &RxRing, index: usize, bytes: &[u8]) {
+        assert_eq!(ring.holds(index), 0);
+        assert_eq!(bytes.len(), ring.block_size());
+        // SAFETY (test): the block is not held; we play the kernel.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), ring.block_ptr(index), bytes.len());
+        }
+        ring.status_word(index)
+            .store(libc::TP_STATUS_USER, Ordering::Release);
+    }
+
+    #[test]
+    fn randomly_corrupted_blocks_never_escape_the_block() {
+        const BLOCKS: usize = 6000;
+        let sizes = [256usize, 1024, 4096];
+        let rings: Vec<std::sync::Arc<RxRing>> = sizes
+            .iter()
+            .map(|&s| std::sync::Arc::new(RxRing::anonymous(s, 1)))
+            .collect();
+        let mut rng = XorShift::new(0x5eed_0001);
+        let (mut parsed, mut yielded, mut malformed_walks) = (0u64, 0u64, 0u64);
+        for iter in 0..BLOCKS {
+            let which = rng.below(sizes.len());
+            let (size, ring) = (sizes[which], &rings[which]);
+            let max_pkts = 1 + rng.below(12);
+            let pkts = random_packets(&mut rng, size, max_pkts);
+            fill_random(ring, 0, iter as u64 + 1, &pkts);
+            // SAFETY (test): status is USER and nobody holds the block.
+            let mut block = unsafe { ring.block_bytes(0) }.to_vec();
+            ring.status_word(0)
+                .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+
+            // The untouched block reads back exactly.
+            let (got, bad) = checked_walk(&block).expect("valid block rejected");
+            assert!(!bad);
+            let want: Vec<Vec<u8>> = pkts.iter().map(|(d, _)| d.clone()).collect();
+            assert_eq!(got, want, "iteration {iter}");
+
+            // Entry offsets, as kernel_fill lays them out.
+            let mut entries = Vec::new();
+            let mut off = BLK_HDR_LEN;
+            for (d, _) in &pkts {
+                entries.push(off);
+                off += (PKT_HDR_LEN.next_multiple_of(16) + 2 + d.len()).next_multiple_of(16);
+            }
+
+            if rng.one_in(12) {
+                // Pure noise.
+                block.iter_mut().for_each(|b| *b = rng.next() as u8);
+                if rng.one_in(2) {
+                    let n = rng.below(4) as u32;
+                    block[BLK_NUM_PKTS..BLK_NUM_PKTS + 4].copy_from_slice(&n.to_ne_bytes());
+                    let f = (BLK_HDR_LEN + 4 * rng.below(8)) as u32;
+                    block[BLK_FIRST_OFF..BLK_FIRST_OFF + 4].copy_from_slice(&f.to_ne_bytes());
+                    block[BLK_LEN..BLK_LEN + 4].copy_from_slice(&0u32.to_ne_bytes());
+                }
+            }
+            for _ in 0..1 + rng.below(6) {
+                let put32 = |b: &mut [u8], at: usize, v: u32| {
+                    b[at..at + 4].copy_from_slice(&v.to_ne_bytes())
+                };
+                let get32 = |b: &[u8], at: usize| rd_u32(b, at);
+                match rng.below(10) {
+                    0 => {
+                        let v = rng.nasty_u32(size, get32(&block, BLK_NUM_PKTS));
+                        put32(&mut block, BLK_NUM_PKTS, v);
+                    }
+                    1 => {
+                        let v = rng.nasty_u32(size, get32(&block, BLK_FIRST_OFF));
+                        put32(&mut block, BLK_FIRST_OFF, v);
+                    }
+                    2 => {
+                        let v = rng.nasty_u32(size, get32(&block, BLK_LEN));
+                        put32(&mut block, BLK_LEN, v);
+                    }
+                    3..=8 if !entries.is_empty() => {
+                        let e = entries[rng.below(entries.len())];
+                        let field = [
+                            PKT_NEXT,
+                            PKT_SNAPLEN,
+                            PKT_MAC,
+                            PKT_LEN,
+                            PKT_NEXT,
+                            PKT_SNAPLEN,
+                        ][rng.below(6)];
+                        if field == PKT_MAC {
+                            let v = rng.nasty_u32(size, rd_u16(&block, e + PKT_MAC) as u32) as u16;
+                            block[e + PKT_MAC..e + PKT_MAC + 2].copy_from_slice(&v.to_ne_bytes());
+                        } else if rng.one_in(4) {
+                            // A random byte of the entry header.
+                            let at = e + rng.below(PKT_HDR_LEN);
+                            block[at] ^= 1 + rng.below(255) as u8;
+                        } else {
+                            let v = rng.nasty_u32(size, get32(&block, e + field));
+                            put32(&mut block, e + field, v);
+                        }
+                    }
+                    _ => {
+                        let at = if rng.one_in(2) {
+                            rng.below(BLK_HDR_LEN)
+                        } else {
+                            rng.below(size)
+                        };
+                        block[at] ^= 1 + rng.below(255) as u8;
+                    }
+                }
+            }
+
+            // The parser over the (possibly truncated) bytes.
+            let view = if rng.one_in(8) {
+                &block[..rng.below(size + 1)]
+            } else {
+                &block[..]
+            };
+            if let Some((got, bad)) = checked_walk(view) {
+                parsed += 1;
+                yielded += got.len() as u64;
+                malformed_walks += bad as u64;
+            }
+
+            // The same bytes through the real path: cursor, batch, packet views, owned packets.
+            kernel_write_raw(ring, 0, &block);
+            let mut cur = Cursor::default();
+            match cur.take(ring) {
+                Ok(info) => {
+                    let batch = crate::afpacket::Batch::new(ring.clone(), info);
+                    let mut owned = Vec::new();
+                    for p in &batch {
+                        let d = p.data();
+                        assert_eq!(d.len(), p.capture_len());
+                        let _ = (
+                            p.vlan(),
+                            p.timestamp_source(),
+                            p.packet_type(),
+                            p.wire_len(),
+                        );
+                        owned.push(p.to_owned_packet());
+                    }
+                    drop(batch);
+                    for o in &owned {
+                        assert_eq!(o.data().len(), o.capture_len());
+                    }
+                    drop(owned);
+                    assert_eq!(ring.holds(0), 0);
+                }
+                Err(e) => {
+                    assert_eq!(e, NotReady::Kernel);
+                    assert_eq!(cur.malformed, 1);
+                }
+            }
+            assert_eq!(
+                ring.status_word(0).load(Ordering::Acquire),
+                libc::TP_STATUS_KERNEL,
+                "block not handed back"
+            );
+        }
+        // The corpus must exercise both outcomes, or the test checks nothing.
+        assert!(parsed > BLOCKS as u64 / 4, "parsed {parsed}");
+        assert!(yielded > BLOCKS as u64 / 2, "yielded {yielded}");
+        assert!(
+            malformed_walks > BLOCKS as u64 / 20,
+            "malformed {malformed_walks}"
+        );
+        eprintln!(
+            "{BLOCKS} corrupted blocks: {parsed} parsed, {yielded} packets, {malformed_walks} walks stopped as malformed"
+        );
+    }
+
+    /// What the model knows about one block.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Model {
+        /// Owned by the kernel (never filled, or handed back).
+        Kernel,
+        /// Retired by the kernel, not yet taken: seq, and whether its header is garbage.
+        Ready { seq: u64, garbage: bool },
+        /// Taken; this many live handles.
+        Held(u32),
+    }
+
+    #[test]
+    fn random_fill_take_retain_release_keeps_the_ring_invariants() {
+        let mut rng = XorShift::new(0x5eed_0002);
+        let mut ops = [0u64; 6];
+        for round in 0..300 {
+            let count = 1 + rng.below(5);
+            let size = 2048;
+            let ring = std::sync::Arc::new(RxRing::anonymous(size, count));
+            let mut model = vec![Model::Kernel; count];
+            let mut contents: Vec<Vec<Vec<u8>>> = vec![Vec::new(); count];
+            let mut cur = Cursor::default();
+            let mut kernel_next = 0usize;
+            let mut kernel_seq = rng.below(1000) as u64;
+            let mut last_yielded: Option<u64> = None;
+            let (mut want_gaps, mut want_malformed) = (0u64, 0u64);
+            // Handles we hold: one entry per live handle, by block index.
+            let mut handles: Vec<usize> = Vec::new();
+            for step in 0..200 {
+                let ctx = format!("round {round} step {step} model {model:?}");
+                match rng.below(10) {
+                    // The kernel retires the next block in ring order, if it is free.
+                    0..=2 => {
+                        ops[0] += 1;
+                        let i = kernel_next;
+                        if model[i] != Model::Kernel {
+                            continue; // the kernel would drop packets here
+                        }
+                        kernel_seq += 1 + if rng.one_in(6) {
+                            rng.below(3) as u64
+                        } else {
+                            0
+                        };
+                        let max_pkts = rng.below(5);
+                        let pkts = random_packets(&mut rng, size, max_pkts);
+                        fill_random(&ring, i, kernel_seq, &pkts);
+                        let garbage = rng.one_in(10);
+                        if garbage {
+                            // SAFETY (test): the block is not held; we play the kernel.
+                            unsafe {
+                                std::ptr::write_bytes(ring.block_ptr(i).add(BLK_LEN), 0xff, 4)
+                            };
+                        }
+                        contents[i] = pkts.into_iter().map(|(d, _)| d).collect();
+                        model[i] = Model::Ready {
+                            seq: kernel_seq,
+                            garbage,
+                        };
+                        kernel_next = (i + 1) % count;
+                    }
+                    // The reader takes; the model predicts the outcome.
+                    3..=5 => {
+                        ops[1] += 1;
+                        let mut at = cur.next_index();
+                        let expect = loop {
+                            match model[at] {
+                                Model::Held(_) => break Err(NotReady::HeldByUser),
+                                Model::Kernel => break Err(NotReady::Kernel),
+                                Model::Ready { garbage: true, .. } => {
+                                    want_malformed += 1;
+                                    model[at] = Model::Kernel;
+                                    at = (at + 1) % count;
+                                }
+                                Model::Ready { seq, .. } => {
+                                    if last_yielded.is_some_and(|l| seq <= l) {
+                                        break Err(NotReady::Kernel);
+                                    }
+                                    break Ok((at, seq));
+                                }
+                            }
+                        };
+                        let got = cur.take(&ring);
+                        if let Ok((i, _)) = expect {
+                            at = (i + 1) % count;
+                        }
+                        match (got, expect) {
+                            (Ok(info), Ok((i, seq))) => {
+                                assert_eq!((info.index as usize, info.seq), (i, seq), "{ctx}");
+                                assert!(last_yielded.is_none_or(|l| seq > l), "{ctx}");
+                                if let Some(l) = last_yielded {
+                                    want_gaps += seq - l - 1;
+                                }
+                                last_yielded = Some(seq);
+                                assert_eq!(packets(&ring, &info), contents[i], "{ctx}");
+                                model[i] = Model::Held(1);
+                                handles.push(i);
+                            }
+                            (Err(g), Err(e)) => assert_eq!(g, e, "{ctx}"),
+                            (g, e) => panic!("{ctx}: took {g:?}, model says {e:?}"),
+                        }
+                        assert_eq!(cur.next_index(), at, "{ctx}");
+                    }
+                    // Another handle on a held block (an OwnedPacket).
+                    6 => {
+                        ops[2] += 1;
+                        if handles.is_empty() {
+                            continue;
+                        }
+                        let i = handles[rng.below(handles.len())];
+                        ring.retain(i);
+                        let Model::Held(n) = model[i] else {
+                            panic!("{ctx}: handle on unheld block {i}")
+                        };
+                        model[i] = Model::Held(n + 1);
+                        handles.push(i);
+                    }
+                    // Drop a random handle.
+                    7..=8 => {
+                        ops[3] += 1;
+                        if handles.is_empty() {
+                            continue;
+                        }
+                        let i = handles.swap_remove(rng.below(handles.len()));
+                        ring.release(i);
+                        let Model::Held(n) = model[i] else {
+                            panic!("{ctx}: release of unheld block {i}")
+                        };
+                        model[i] = if n == 1 {
+                            Model::Kernel
+                        } else {
+                            Model::Held(n - 1)
+                        };
+                    }
+                    // A released block whose status word still (or again) reads USER, under the
+                    // cursor: its old content must not be yielded a second time.
+                    _ => {
+                        let i = cur.next_index();
+                        if model[i] != Model::Kernel || last_yielded.is_none() {
+                            continue;
+                        }
+                        // SAFETY (test): not held, and the kernel (the test) is not writing it.
+                        let header = parse_block_header(unsafe { ring.block_bytes(i) }, 0);
+                        let Some(old) = header.filter(|h| h.seq > 0) else {
+                            continue; // never filled, or a garbage block skipped unread
+                        };
+                        if last_yielded.is_some_and(|l| old.seq > l) {
+                            continue; // a garbage block was never yielded
+                        }
+                        ops[4] += 1;
+                        ring.status_word(i)
+                            .store(libc::TP_STATUS_USER, Ordering::Release);
+                        let got = cur.take(&ring);
+                        ring.status_word(i)
+                            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+                        assert_eq!(got, Err(NotReady::Kernel), "{ctx}: stale block {i}");
+                        assert_eq!(cur.next_index(), i, "{ctx}");
+                    }
+                }
+                // Invariants after every step.
+                for (i, m) in model.iter().enumerate() {
+                    let status = ring.status_word(i).load(Ordering::Acquire);
+                    match *m {
+                        Model::Kernel => {
+                            assert_eq!(ring.holds(i), 0, "{ctx}");
+                            assert_eq!(status, libc::TP_STATUS_KERNEL, "{ctx}");
+                        }
+                        Model::Ready { .. } => {
+                            assert_eq!(ring.holds(i), 0, "{ctx}");
+                            assert_eq!(status, libc::TP_STATUS_USER, "{ctx}");
+                        }
+                        Model::Held(n) => {
+                            assert_eq!(ring.holds(i), n, "{ctx}");
+                            assert_eq!(status, libc::TP_STATUS_USER, "{ctx}");
+                            assert_eq!(handles.iter().filter(|&&h| h == i).count(), n as usize);
+                        }
+                    }
+                }
+                assert_eq!(cur.gaps, want_gaps, "{ctx}");
+                assert_eq!(cur.malformed, want_malformed, "{ctx}");
+            }
+            for i in handles.drain(..) {
+                ring.release(i);
+            }
+            ops[5] += cur.malformed;
+            for i in 0..count {
+                assert_eq!(ring.holds(i), 0);
+            }
+        }
+        // Every kind of step happened often enough to matter.
+        assert!(ops.iter().all(|&n| n > 50), "ops {ops:?}");
+        eprintln!("fill/take/retain/release/stale-take/malformed-skipped: {ops:?}");
+    }
 }

@@ -358,4 +358,227 @@ mod tests {
             .store(libc::XDP_RING_NEED_WAKEUP, Ordering::Release);
         assert!(p.needs_wakeup());
     }
+
+    /// A tiny deterministic PRNG (xorshift64*) for the randomized tests below.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn new(seed: u64) -> Self {
+            Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+        }
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        /// Uniform-ish in `0..n` (`n > 0`).
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// A ring of `size` whose indices both start at a random point (often just before wrapping).
+    fn random_ring<T: Desc>(rng: &mut XorShift, size: u32) -> (RingMemory<T>, u32) {
+        let ring = RingMemory::<T>::anonymous(size);
+        let start = match rng.below(3) {
+            0 => 0,
+            1 => u32::MAX - rng.below(2 * size as usize + 1) as u32,
+            _ => rng.next() as u32,
+        };
+        ring.producer().store(start, Ordering::Relaxed);
+        ring.consumer().store(start, Ordering::Relaxed);
+        (ring, start)
+    }
+
+    /// Encodes a test value as a descriptor and back, so both descriptor types run the same test.
+    trait TestDesc: Desc {
+        fn enc(v: u64) -> Self;
+        fn dec(self) -> u64;
+    }
+    impl TestDesc for u64 {
+        fn enc(v: u64) -> Self {
+            v
+        }
+        fn dec(self) -> u64 {
+            self
+        }
+    }
+    impl TestDesc for libc::xdp_desc {
+        fn enc(v: u64) -> Self {
+            libc::xdp_desc {
+                addr: v,
+                len: (v as u32) ^ 0x5a5a,
+                options: (v >> 7) as u32,
+            }
+        }
+        fn dec(self) -> u64 {
+            assert_eq!(self.len, (self.addr as u32) ^ 0x5a5a, "torn descriptor");
+            assert_eq!(self.options, (self.addr >> 7) as u32, "torn descriptor");
+            self.addr
+        }
+    }
+
+    /// Random produce / kernel-consume sequences on a ring we produce into, against a model queue.
+    fn drive_producer<T: TestDesc>(seed: u64) -> [u64; 3] {
+        let mut rng = XorShift::new(seed);
+        let mut ops = [0u64; 3];
+        for round in 0..200 {
+            let size = 1u32 << rng.below(7);
+            let (ring, start) = random_ring::<T>(&mut rng, size);
+            let mut p = Producer::new(ring);
+            let mut model = std::collections::VecDeque::new();
+            let (mut next_val, mut produced, mut consumed) = (1u64, 0u32, 0u32);
+            for step in 0..300 {
+                let ctx = format!("seed {seed:#x} round {round} step {step} size {size}");
+                match rng.below(5) {
+                    0 | 1 => {
+                        ops[0] += 1;
+                        let k = rng.below(2 * size as usize + 1);
+                        let items: Vec<T> = (0..k as u64).map(|i| T::enc(next_val + i)).collect();
+                        let n = p.produce(&items);
+                        assert_eq!(n, k.min(size as usize - model.len()), "{ctx}");
+                        model.extend((0..n as u64).map(|i| next_val + i));
+                        next_val += k as u64;
+                        produced = produced.wrapping_add(n as u32);
+                    }
+                    2 | 3 => {
+                        // The kernel consumes some (reads what is published, then frees slots).
+                        ops[1] += 1;
+                        let ring = p.memory();
+                        let cons = ring.consumer().load(Ordering::Acquire);
+                        let prod = ring.producer().load(Ordering::Acquire);
+                        let avail = prod.wrapping_sub(cons);
+                        assert!(
+                            avail <= size,
+                            "{ctx}: {avail} published in a ring of {size}"
+                        );
+                        let m = rng.below(size as usize + 2).min(avail as usize) as u32;
+                        for k in 0..m {
+                            // SAFETY (test): a published slot, read once by the "kernel".
+                            let v = unsafe { ring.slot(cons.wrapping_add(k)).read() }.dec();
+                            assert_eq!(Some(v), model.pop_front(), "{ctx}");
+                        }
+                        ring.consumer()
+                            .store(cons.wrapping_add(m), Ordering::Release);
+                        consumed = consumed.wrapping_add(m);
+                    }
+                    _ => {
+                        ops[2] += 1;
+                        let f = p.free(rng.below(size as usize + 2) as u32);
+                        assert!(f <= size, "{ctx}");
+                        // Asking for more than can ever be free forces a fresh look.
+                        assert_eq!(p.free(size + 1), size - model.len() as u32, "{ctx}");
+                    }
+                }
+                assert_eq!(p.outstanding() as usize, model.len(), "{ctx}");
+                let ring = p.memory();
+                assert_eq!(
+                    ring.producer().load(Ordering::Relaxed),
+                    start.wrapping_add(produced),
+                    "{ctx}"
+                );
+                assert_eq!(
+                    ring.consumer().load(Ordering::Relaxed),
+                    start.wrapping_add(consumed),
+                    "{ctx}"
+                );
+            }
+        }
+        ops
+    }
+
+    /// Random kernel-produce / consume sequences on a ring we consume from, against a model queue.
+    fn drive_consumer<T: TestDesc>(seed: u64) -> [u64; 3] {
+        let mut rng = XorShift::new(seed);
+        let mut ops = [0u64; 3];
+        for round in 0..200 {
+            let size = 1u32 << rng.below(7);
+            let (ring, start) = random_ring::<T>(&mut rng, size);
+            let mut c = Consumer::new(ring);
+            let mut model = std::collections::VecDeque::new();
+            let (mut next_val, mut consumed) = (1u64, 0u32);
+            let mut out: Vec<T> = vec![T::enc(0); 2 * size as usize];
+            for step in 0..300 {
+                let ctx = format!("seed {seed:#x} round {round} step {step} size {size}");
+                match rng.below(5) {
+                    0 | 1 => {
+                        // The kernel produces into the free slots it sees.
+                        ops[0] += 1;
+                        let ring = c.memory();
+                        let prod = ring.producer().load(Ordering::Acquire);
+                        let cons = ring.consumer().load(Ordering::Acquire);
+                        let used = prod.wrapping_sub(cons);
+                        assert_eq!(used as usize, model.len(), "{ctx}");
+                        let k = rng.below((size - used) as usize + 1) as u32;
+                        for i in 0..k {
+                            // SAFETY (test): slots past the producer index are the producer's.
+                            unsafe {
+                                ring.slot(prod.wrapping_add(i))
+                                    .write(T::enc(next_val + i as u64))
+                            };
+                            model.push_back(next_val + i as u64);
+                        }
+                        next_val += k as u64;
+                        ring.producer()
+                            .store(prod.wrapping_add(k), Ordering::Release);
+                    }
+                    2 | 3 => {
+                        ops[1] += 1;
+                        let want = rng.below(out.len() + 1);
+                        let n = c.consume(&mut out[..want]);
+                        assert!(n <= want.min(model.len()), "{ctx}: {n}");
+                        if want > 0 && !model.is_empty() {
+                            assert!(n > 0, "{ctx}: nothing consumed from {}", model.len());
+                        }
+                        for d in &out[..n] {
+                            assert_eq!(Some(d.dec()), model.pop_front(), "{ctx}");
+                        }
+                        consumed = consumed.wrapping_add(n as u32);
+                    }
+                    _ => {
+                        ops[2] += 1;
+                        let a = c.available() as usize;
+                        assert!(a <= model.len(), "{ctx}");
+                        assert_eq!(a == 0, model.is_empty(), "{ctx}");
+                    }
+                }
+                assert_eq!(
+                    c.memory().consumer().load(Ordering::Relaxed),
+                    start.wrapping_add(consumed),
+                    "{ctx}"
+                );
+            }
+            // Whatever is left drains in a bounded number of calls.
+            for _ in 0..=size {
+                let n = c.consume(&mut out);
+                for d in &out[..n] {
+                    assert_eq!(Some(d.dec()), model.pop_front());
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            assert!(model.is_empty(), "round {round}: {} left", model.len());
+        }
+        ops
+    }
+
+    #[test]
+    fn random_produce_sequences_match_a_model_queue() {
+        let a = drive_producer::<u64>(0x5eed_0003);
+        let b = drive_producer::<libc::xdp_desc>(0x5eed_0004);
+        eprintln!("produce/kernel-consume/free: u64 {a:?}, xdp_desc {b:?}");
+        assert!(a.iter().chain(&b).all(|&n| n > 1000));
+    }
+
+    #[test]
+    fn random_consume_sequences_match_a_model_queue() {
+        let a = drive_consumer::<u64>(0x5eed_0005);
+        let b = drive_consumer::<libc::xdp_desc>(0x5eed_0006);
+        eprintln!("kernel-produce/consume/available: u64 {a:?}, xdp_desc {b:?}");
+        assert!(a.iter().chain(&b).all(|&n| n > 1000));
+    }
 }
