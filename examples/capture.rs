@@ -1,41 +1,68 @@
-//! Captures packets through a TPACKET_V3 ring, optionally into a pcap file.
+//! Captures packets through a TPACKET_V3 ring (or an AF_XDP socket), optionally into a pcap file.
 //!
 //! ```text
 //! capture --iface IF [--count N] [--duration SECS] [--write FILE.pcap] [--netns NAME]
-//!         [--runtime sync] [--backend afpacket]
+//!         [--runtime sync|tokio|smol] [--backend afpacket|xdp]
 //! ```
 //!
 //! Runs until N packets arrived, SECS elapsed, or SIGINT/SIGTERM, whichever comes first (with
-//! neither limit, until a signal). Once the socket is open it says `capture: listening on IF` on
-//! stderr; at the end it prints exactly one line on stdout: `packets=N bytes=B drops=D` (bytes on
-//! the wire; drops are the kernel's ring drops since the socket opened). Exit status: 0 on
-//! success, 1 on an error (the library's message on stderr), 2 on bad arguments.
+//! neither limit, until a signal). Once the socket is open it says which backend and runtime it
+//! uses, then `capture: listening on IF`, on stderr; at the end it prints exactly one line on stdout: `packets=N bytes=B drops=D` (bytes on
+//! the wire; drops are the kernel's ring drops since the socket opened: for AF_PACKET the packet
+//! socket's drops, for AF_XDP `XdpStats::rx_dropped`). Exit status: 0 on success, 1 on an error
+//! (the library's message on stderr), 2 on bad arguments.
+//!
+//! - `--runtime sync` uses the blocking API (`Capture::next_batch`, `XdpSocket::next_batch`);
+//!   `tokio` runs `AsyncCapture` / `AsyncXdpSocket` on a current-thread tokio runtime, `smol` on
+//!   `smol::block_on`. The async runtimes need the crate features of the same names.
+//! - `--backend xdp` opens an `XdpSocket` on queue 0 of the interface: the built-in XDP program
+//!   redirects every frame of that queue to the socket (the kernel stack no longer sees them) until
+//!   the program exits. AF_XDP buffers only the UMEM's RX pool, so the capture must run while the
+//!   traffic flows.
 
 use std::fs::File;
+use std::future::Future;
 use std::io::BufWriter;
+use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netring::Capture;
+use futures::future::{Either, select};
 use netring::pcap::PcapWriter;
+use netring::runtime::Runtime;
+use netring::xdp::{AsyncXdpSocket, XdpBatch, XdpSocket};
+use netring::{AsyncCapture, Batch, Capture, Timestamp};
 
 const USAGE: &str = "\
 usage: capture --iface IF [--count N] [--duration SECS] [--write FILE.pcap] [--netns NAME]
-               [--runtime sync] [--backend afpacket]
+               [--runtime sync|tokio|smol] [--backend afpacket|xdp]
 
   --iface IF         interface to capture on
   --count N          stop after N packets
   --duration SECS    stop after SECS seconds (decimals allowed)
   --write FILE       write the packets to a pcap file (nanosecond timestamps)
   --netns NAME       open the socket inside the network namespace NAME
-  --runtime sync     I/O runtime (only `sync` is available yet)
-  --backend afpacket packet backend (only `afpacket` is available yet)
+  --runtime RT       sync (blocking calls, default), tokio (current-thread runtime) or smol
+  --backend B        afpacket (TPACKET_V3 ring, default) or xdp (AF_XDP socket on queue 0)
 
 Prints `packets=N bytes=B drops=D` at the end.";
 
 /// Longest single wait, so a signal or the deadline is noticed promptly.
 const POLL_STEP: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RuntimeKind {
+    Sync,
+    Tokio,
+    Smol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    AfPacket,
+    Xdp,
+}
 
 struct Args {
     iface: String,
@@ -43,12 +70,41 @@ struct Args {
     duration: Option<Duration>,
     write: Option<String>,
     netns: Option<String>,
+    runtime: RuntimeKind,
+    backend: Backend,
 }
 
 /// Prints the problem and the usage on stderr, exits with status 2.
 fn bad_args(msg: &str) -> ! {
     eprintln!("capture: {msg}\n\n{USAGE}");
     std::process::exit(2);
+}
+
+fn parse_runtime(value: &str) -> RuntimeKind {
+    let (kind, built) = match value {
+        "sync" => (RuntimeKind::Sync, true),
+        "tokio" => (RuntimeKind::Tokio, cfg!(feature = "tokio")),
+        "smol" => (RuntimeKind::Smol, cfg!(feature = "smol")),
+        _ => bad_args(&format!(
+            "--runtime: unknown runtime `{value}` (sync, tokio, smol)"
+        )),
+    };
+    if !built {
+        bad_args(&format!(
+            "--runtime {value}: this build lacks the `{value}` feature (build with --features {value})"
+        ));
+    }
+    kind
+}
+
+fn parse_backend(value: &str) -> Backend {
+    match value {
+        "afpacket" => Backend::AfPacket,
+        "xdp" => Backend::Xdp,
+        _ => bad_args(&format!(
+            "--backend: unknown backend `{value}` (afpacket, xdp)"
+        )),
+    }
 }
 
 fn parse_args() -> Args {
@@ -58,6 +114,8 @@ fn parse_args() -> Args {
         duration: None,
         write: None,
         netns: None,
+        runtime: RuntimeKind::Sync,
+        backend: Backend::AfPacket,
     };
     let mut iface = None;
     let mut args = std::env::args().skip(1);
@@ -101,22 +159,8 @@ fn parse_args() -> Args {
             }
             "--write" => out.write = Some(value),
             "--netns" => out.netns = Some(value),
-            "--runtime" => match value.as_str() {
-                "sync" => {}
-                "tokio" | "smol" => bad_args(&format!(
-                    "--runtime {value}: not available yet (only `sync` is)"
-                )),
-                _ => bad_args(&format!(
-                    "--runtime: unknown runtime `{value}` (sync, tokio, smol)"
-                )),
-            },
-            "--backend" => match value.as_str() {
-                "afpacket" => {}
-                "xdp" => bad_args("--backend xdp: not available yet (only `afpacket` is)"),
-                _ => bad_args(&format!(
-                    "--backend: unknown backend `{value}` (afpacket, xdp)"
-                )),
-            },
+            "--runtime" => out.runtime = parse_runtime(&value),
+            "--backend" => out.backend = parse_backend(&value),
             _ => unreachable!(),
         }
     }
@@ -149,14 +193,263 @@ struct Totals {
     drops: u64,
 }
 
+/// The opened socket, before any runtime is involved.
+enum Socket {
+    AfPacket(Capture),
+    Xdp(XdpSocket),
+}
+
+impl Socket {
+    /// `afpacket (...)` or `xdp (...)`, with the details that matter.
+    fn describe(&self) -> String {
+        match self {
+            Socket::AfPacket(cap) => format!(
+                "afpacket (TPACKET_V3, {} blocks of {} KiB)",
+                cap.block_count(),
+                cap.block_size() >> 10
+            ),
+            Socket::Xdp(xsk) => format!(
+                "xdp (AF_XDP queue {}, {:?} mode, {} XDP)",
+                xsk.queue(),
+                xsk.bind_mode(),
+                xsk.attach_mode()
+                    .map_or_else(|| "user".to_owned(), |m| m.to_string())
+            ),
+        }
+    }
+}
+
+impl RuntimeKind {
+    fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Sync => "sync",
+            RuntimeKind::Tokio => "tokio (current thread)",
+            RuntimeKind::Smol => "smol",
+        }
+    }
+}
+
+fn open_socket(args: &Args) -> netring::Result<Socket> {
+    match args.backend {
+        Backend::AfPacket => Capture::open(&args.iface).map(Socket::AfPacket),
+        Backend::Xdp => {
+            // Copy-mode RX writes frames after the kernel's 256-byte XDP headroom.
+            let mtu = netring::Interface::by_name(&args.iface)?.mtu() as usize;
+            let frame_size = if mtu + 18 + 256 > 2048 { 4096 } else { 2048 };
+            XdpSocket::builder(&args.iface)
+                .queue(0)
+                .frame_size(frame_size)
+                .open()
+                .map(Socket::Xdp)
+        }
+    }
+}
+
+/// Counts (and optionally records) packets up to the `--count` limit.
+struct Counter {
+    packets: u64,
+    bytes: u64,
+    limit: u64,
+    writer: Option<PcapWriter<BufWriter<File>>>,
+}
+
+impl Counter {
+    fn full(&self) -> bool {
+        self.packets >= self.limit
+    }
+
+    fn add_afpacket(&mut self, batch: &Batch) -> Result<(), String> {
+        for pkt in batch {
+            if self.full() {
+                break;
+            }
+            self.packets += 1;
+            self.bytes += pkt.wire_len() as u64;
+            if let Some(w) = self.writer.as_mut() {
+                w.write_packet(&pkt).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_xdp(&mut self, batch: &XdpBatch) -> Result<(), String> {
+        // AF_XDP carries no per-frame timestamp: the batch's arrival time stands in for it.
+        let ts = if self.writer.is_some() {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            Timestamp {
+                sec: now.as_secs() as u32,
+                nsec: now.subsec_nanos(),
+            }
+        } else {
+            Timestamp { sec: 0, nsec: 0 }
+        };
+        for pkt in batch {
+            if self.full() {
+                break;
+            }
+            self.packets += 1;
+            self.bytes += pkt.len() as u64;
+            if let Some(w) = self.writer.as_mut() {
+                w.write_frame(ts, pkt.len(), pkt.data(), None)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long the next wait may last; `None` once the capture should end.
+fn next_wait(counter: &Counter, deadline: Option<Instant>) -> Option<Duration> {
+    if counter.full() || STOP.load(Ordering::Relaxed) {
+        return None;
+    }
+    match deadline {
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            (!left.is_zero()).then(|| left.min(POLL_STEP))
+        }
+        None => Some(POLL_STEP),
+    }
+}
+
+/// The blocking loop; returns the drops.
+fn capture_sync(
+    socket: Socket,
+    iface: &str,
+    counter: &mut Counter,
+    deadline: Option<Instant>,
+) -> Result<u64, String> {
+    eprintln!("capture: listening on {iface}");
+    let err = |e: netring::Error| e.to_string();
+    match socket {
+        Socket::AfPacket(mut cap) => {
+            while let Some(wait) = next_wait(counter, deadline) {
+                if let Some(batch) = cap.next_batch(Some(wait)).map_err(err)? {
+                    counter.add_afpacket(&batch)?;
+                }
+            }
+            Ok(cap.cumulative_stats().map_err(err)?.drops)
+        }
+        Socket::Xdp(mut xsk) => {
+            while let Some(wait) = next_wait(counter, deadline) {
+                if let Some(batch) = xsk.next_batch(Some(wait)).map_err(err)? {
+                    counter.add_xdp(&batch)?;
+                }
+            }
+            Ok(xsk.stats().map_err(err)?.rx_dropped)
+        }
+    }
+}
+
+/// `fut`'s output, or `None` if `timer` finishes first (`fut` is then dropped: the streams'
+/// `next_batch` futures are cancel-safe, so nothing is lost).
+#[cfg_attr(not(any(feature = "tokio", feature = "smol")), allow(dead_code))]
+async fn or_timeout<T>(fut: impl Future<Output = T>, timer: impl Future<Output = ()>) -> Option<T> {
+    match select(pin!(fut), pin!(timer)).await {
+        Either::Left((value, _)) => Some(value),
+        Either::Right(_) => None,
+    }
+}
+
+/// The async loop, on whichever runtime `R` is, with that runtime's timer `sleep`; returns the
+/// drops. Must run inside the runtime (registration needs its reactor).
+#[cfg_attr(not(any(feature = "tokio", feature = "smol")), allow(dead_code))]
+async fn capture_async<R, S, F>(
+    socket: Socket,
+    iface: &str,
+    counter: &mut Counter,
+    deadline: Option<Instant>,
+    sleep: S,
+) -> Result<u64, String>
+where
+    R: Runtime,
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    let err = |e: netring::Error| e.to_string();
+    match socket {
+        Socket::AfPacket(cap) => {
+            let mut rx = AsyncCapture::<R>::new(cap).map_err(err)?;
+            eprintln!("capture: listening on {iface}");
+            while let Some(wait) = next_wait(counter, deadline) {
+                match or_timeout(rx.next_batch(), sleep(wait)).await {
+                    Some(Some(batch)) => counter.add_afpacket(&batch.map_err(err)?)?,
+                    Some(None) => break, // the stream ended (after reporting its error)
+                    None => {}
+                }
+            }
+            Ok(rx.cumulative_stats().map_err(err)?.drops)
+        }
+        Socket::Xdp(xsk) => {
+            let mut rx = AsyncXdpSocket::<R>::new(xsk).map_err(err)?;
+            eprintln!("capture: listening on {iface}");
+            while let Some(wait) = next_wait(counter, deadline) {
+                if let Some(batch) = or_timeout(rx.next_batch(), sleep(wait)).await {
+                    counter.add_xdp(&batch.map_err(err)?)?;
+                }
+            }
+            Ok(rx.get_ref().stats().map_err(err)?.rx_dropped)
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+fn capture_tokio(
+    socket: Socket,
+    iface: &str,
+    counter: &mut Counter,
+    deadline: Option<Instant>,
+) -> Result<u64, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    rt.block_on(capture_async::<netring::runtime::Tokio, _, _>(
+        socket,
+        iface,
+        counter,
+        deadline,
+        tokio::time::sleep,
+    ))
+}
+
+#[cfg(not(feature = "tokio"))]
+fn capture_tokio(_: Socket, _: &str, _: &mut Counter, _: Option<Instant>) -> Result<u64, String> {
+    unreachable!("rejected while parsing the arguments")
+}
+
+#[cfg(feature = "smol")]
+fn capture_smol(
+    socket: Socket,
+    iface: &str,
+    counter: &mut Counter,
+    deadline: Option<Instant>,
+) -> Result<u64, String> {
+    smol::block_on(capture_async::<netring::runtime::Smol, _, _>(
+        socket,
+        iface,
+        counter,
+        deadline,
+        |d| async move {
+            smol::Timer::after(d).await;
+        },
+    ))
+}
+
+#[cfg(not(feature = "smol"))]
+fn capture_smol(_: Socket, _: &str, _: &mut Counter, _: Option<Instant>) -> Result<u64, String> {
+    unreachable!("rejected while parsing the arguments")
+}
+
 fn run(args: &Args) -> Result<Totals, String> {
-    let open = || Capture::open(&args.iface);
-    let mut cap = match &args.netns {
-        Some(ns) => netring::netns::within(ns, open).and_then(|r| r),
-        None => open(),
+    let socket = match &args.netns {
+        Some(ns) => netring::netns::within(ns, || open_socket(args)).and_then(|r| r),
+        None => open_socket(args),
     }
     .map_err(|e| e.to_string())?;
-    let mut writer = match &args.write {
+    let writer = match &args.write {
         Some(path) => {
             let file = File::create(path).map_err(|e| format!("cannot create {path}: {e}"))?;
             Some(
@@ -166,45 +459,32 @@ fn run(args: &Args) -> Result<Totals, String> {
         }
         None => None,
     };
-    eprintln!("capture: listening on {}", args.iface);
-
-    let deadline = args.duration.map(|d| Instant::now() + d);
-    let limit = args.count.unwrap_or(u64::MAX);
-    let mut t = Totals {
+    let mut counter = Counter {
         packets: 0,
         bytes: 0,
-        drops: 0,
+        limit: args.count.unwrap_or(u64::MAX),
+        writer,
     };
-    'outer: while t.packets < limit && !STOP.load(Ordering::Relaxed) {
-        let wait = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                left.min(POLL_STEP)
-            }
-            None => POLL_STEP,
-        };
-        let Some(batch) = cap.next_batch(Some(wait)).map_err(|e| e.to_string())? else {
-            continue;
-        };
-        for pkt in &batch {
-            if t.packets == limit {
-                break 'outer;
-            }
-            t.packets += 1;
-            t.bytes += pkt.wire_len() as u64;
-            if let Some(w) = writer.as_mut() {
-                w.write_packet(&pkt).map_err(|e| e.to_string())?;
-            }
-        }
-    }
-    if let Some(w) = writer {
+    eprintln!(
+        "capture: backend {}, runtime {}",
+        socket.describe(),
+        args.runtime.name()
+    );
+    let deadline = args.duration.map(|d| Instant::now() + d);
+    let iface = args.iface.as_str();
+    let drops = match args.runtime {
+        RuntimeKind::Sync => capture_sync(socket, iface, &mut counter, deadline),
+        RuntimeKind::Tokio => capture_tokio(socket, iface, &mut counter, deadline),
+        RuntimeKind::Smol => capture_smol(socket, iface, &mut counter, deadline),
+    }?;
+    if let Some(w) = counter.writer.take() {
         w.into_inner().map_err(|e| e.to_string())?;
     }
-    t.drops = cap.cumulative_stats().map_err(|e| e.to_string())?.drops;
-    Ok(t)
+    Ok(Totals {
+        packets: counter.packets,
+        bytes: counter.bytes,
+        drops,
+    })
 }
 
 fn main() -> ExitCode {

@@ -26,10 +26,15 @@ fn example(name: &str) -> PathBuf {
             .and_then(|p| p.parent())
             .expect("test binary lives in target/<profile>/deps");
         let dir = profile_dir.join("examples");
-        if ["capture", "inject", "demo"]
-            .iter()
-            .all(|n| dir.join(n).exists())
-        {
+        // `cargo test` builds the examples; `cargo test --test examples_cli` does not, and may
+        // find binaries older than the sources: use them only when they are up to date.
+        let sources = newest_source();
+        let fresh = |n: &&str| {
+            std::fs::metadata(dir.join(n))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= sources)
+        };
+        if ["capture", "inject", "demo"].iter().all(fresh) {
             return dir;
         }
         // Build them into a target dir of their own: the outer cargo may still hold the lock on
@@ -44,6 +49,18 @@ fn example(name: &str) -> PathBuf {
         if release {
             cmd.arg("--release");
         }
+        // The same async runtimes as this test was built with.
+        let features: Vec<&str> = [
+            ("tokio", cfg!(feature = "tokio")),
+            ("smol", cfg!(feature = "smol")),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect();
+        if !features.is_empty() {
+            cmd.arg("--features").arg(features.join(","));
+        }
         run(&mut cmd);
         target
             .join(if release { "release" } else { "debug" })
@@ -52,6 +69,29 @@ fn example(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.exists(), "example binary {} missing", path.display());
     path
+}
+
+/// Modification time of the newest file the examples are built from (src/, examples/,
+/// Cargo.toml).
+fn newest_source() -> std::time::SystemTime {
+    fn walk(path: &std::path::Path, newest: &mut std::time::SystemTime) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                walk(&entry.path(), newest);
+            }
+        } else if let Ok(t) = meta.modified() {
+            *newest = (*newest).max(t);
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for part in ["src", "examples", "Cargo.toml"] {
+        walk(&root.join(part), &mut newest);
+    }
+    newest
 }
 
 /// Waits for a child up to `secs`, killing it on timeout (then panics).
@@ -119,6 +159,8 @@ fn final_line(out: &Output) -> String {
 struct RunningCapture {
     child: Child,
     stderr_lines: std::sync::mpsc::Receiver<String>,
+    /// What it said on stderr before `listening on`.
+    before: Vec<String>,
 }
 
 fn start_capture(args: &[&str]) -> RunningCapture {
@@ -154,6 +196,7 @@ fn start_capture(args: &[&str]) -> RunningCapture {
     RunningCapture {
         child,
         stderr_lines: rx,
+        before: seen,
     }
 }
 
@@ -274,57 +317,98 @@ fn replay_and_record(
     (records, final_line(&out))
 }
 
-#[test]
-fn capture_and_inject_round_trip() {
-    if !can_run("capture_and_inject_round_trip", &["tcpdump"]) {
+/// `--runtime` and `--backend` arguments for one combination.
+fn mode(runtime: &'static str, backend: &'static str) -> [&'static str; 4] {
+    ["--runtime", runtime, "--backend", backend]
+}
+
+/// Every combination this build supports (the async runtimes need their crate features).
+fn combinations() -> Vec<(&'static str, &'static str)> {
+    let mut runtimes = vec!["sync"];
+    if cfg!(feature = "tokio") {
+        runtimes.push("tokio");
+    }
+    if cfg!(feature = "smol") {
+        runtimes.push("smol");
+    }
+    runtimes
+        .into_iter()
+        .flat_map(|r| [(r, "afpacket"), (r, "xdp")])
+        .collect()
+}
+
+/// capture (on net.b) and inject (on net.a) both with `runtime` and `backend`: capture records
+/// the 500 frames inject sends, the file checks out with tcpdump and byte by byte, and replaying
+/// it (once, then three times) puts the same frames on the wire as tcpdump sees them. The capture
+/// runs while inject sends (AF_XDP buffers only the UMEM's RX pool).
+fn round_trip(runtime: &'static str, backend: &'static str) {
+    let name = format!("capture_and_inject_round_trip {runtime} {backend}");
+    if !can_run(&name, &["tcpdump"]) {
         return;
     }
     let net = TestNet::new();
-    let file = scratch("captured.pcap");
+    let file = scratch(&format!("captured-{runtime}-{backend}.pcap"));
+    let m = mode(runtime, backend);
 
     // capture on net.b (inside the namespace via --netns), inject 500 frames on net.a.
-    let cap = start_capture(&[
+    let mut args = vec![
         "--netns", &net.ns, "--iface", &net.b, "--count", "500", "--write", &file,
-    ]);
-    let inj = run_example(
-        "inject",
-        &[
-            "--netns",
-            &net.ns,
-            "--iface",
-            &net.a,
-            "--synthetic",
-            "100",
-            "--count",
-            "500",
-        ],
-        60,
+    ];
+    args.extend_from_slice(&m);
+    let cap = start_capture(&args);
+    // It says which backend and runtime it uses: the flags were taken.
+    let said = cap.before.join("\n");
+    assert!(
+        said.contains(&format!("backend {backend} ("))
+            && said.contains(&format!("runtime {runtime}")),
+        "{name}: capture's stderr: {said}"
     );
-    assert_ok(&inj, "inject --synthetic");
-    assert_eq!(final_line(&inj), "sent=500 bytes=50000");
+    if backend == "xdp" {
+        assert!(said.contains("AF_XDP queue 0"), "{name}: {said}");
+    }
+    let mut args = vec![
+        "--netns",
+        &net.ns,
+        "--iface",
+        &net.a,
+        "--synthetic",
+        "100",
+        "--count",
+        "500",
+    ];
+    args.extend_from_slice(&m);
+    let inj = run_example("inject", &args, 60);
+    assert_ok(&inj, &format!("{name}: inject --synthetic"));
+    assert!(
+        stderr(&inj).contains(&format!("backend {backend} ("))
+            && stderr(&inj).contains(&format!("runtime {runtime}")),
+        "{name}: inject's stderr: {}",
+        stderr(&inj)
+    );
+    assert_eq!(final_line(&inj), "sent=500 bytes=50000", "{name}");
     let (out, rest) = cap.finish(30);
-    assert_ok(&out, "capture");
+    assert_ok(&out, &format!("{name}: capture"));
     assert_eq!(
         final_line(&out),
         "packets=500 bytes=50000 drops=0",
-        "stderr: {rest}"
+        "{name}: stderr: {rest}"
     );
     assert_eq!(
         stdout(&out).lines().count(),
         1,
-        "capture prints exactly one line on stdout"
+        "{name}: capture prints exactly one line on stdout"
     );
 
     // The file is a valid pcap holding the 500 frames.
-    assert_eq!(tcpdump_count(&file), 500);
+    assert_eq!(tcpdump_count(&file), 500, "{name}");
     let captured = read_pcap(&file);
-    assert_eq!(captured.len(), 500);
+    assert_eq!(captured.len(), 500, "{name}");
     for r in &captured {
-        assert_eq!(r.data.len(), 100);
-        assert_eq!(r.wire_len, 100);
-        assert_eq!(&r.data[..6], &[0xff; 6], "broadcast destination");
-        assert_eq!(&r.data[12..14], &[0x08, 0x00], "IPv4");
-        assert_eq!(r.data[23], 17, "UDP");
+        assert_eq!(r.data.len(), 100, "{name}");
+        assert_eq!(r.wire_len, 100, "{name}");
+        assert_eq!(&r.data[..6], &[0xff; 6], "{name}: broadcast destination");
+        assert_eq!(&r.data[12..14], &[0x08, 0x00], "{name}: IPv4");
+        assert_eq!(r.data[23], 17, "{name}: UDP");
         // The IPv4 header checksum verifies (sums to 0xffff).
         let mut sum: u32 = r.data[14..34]
             .chunks(2)
@@ -333,22 +417,65 @@ fn capture_and_inject_round_trip() {
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
         }
-        assert_eq!(sum, 0xffff, "IPv4 header checksum");
+        assert_eq!(sum, 0xffff, "{name}: IPv4 header checksum");
+        // Payload bytes 0, 1, 2, ... after the UDP header.
+        for (i, b) in r.data[42..].iter().enumerate() {
+            assert_eq!(*b, i as u8, "{name}: payload byte {i}");
+        }
     }
 
     // Replaying the file puts the same 500 frames on the wire.
-    let (seen, line) = replay_and_record(&net, &file, &[], 500);
-    assert_eq!(line, "sent=500 bytes=50000");
-    assert_eq!(seen.len(), 500);
+    let (seen, line) = replay_and_record(&net, &file, &m, 500);
+    assert_eq!(line, "sent=500 bytes=50000", "{name}");
+    assert_eq!(seen.len(), 500, "{name}");
     for (a, b) in seen.iter().zip(&captured) {
-        assert_eq!(a.data, b.data);
+        assert_eq!(a.data, b.data, "{name}");
     }
 
     // --repeat sends the file several times.
-    let (seen, line) = replay_and_record(&net, &file, &["--repeat", "3"], 1500);
-    assert_eq!(line, "sent=1500 bytes=150000");
-    assert_eq!(seen.len(), 1500);
+    let mut extra = vec!["--repeat", "3"];
+    extra.extend_from_slice(&m);
+    let (seen, line) = replay_and_record(&net, &file, &extra, 1500);
+    assert_eq!(line, "sent=1500 bytes=150000", "{name}");
+    assert_eq!(seen.len(), 1500, "{name}");
+    for (i, a) in seen.iter().enumerate() {
+        assert_eq!(a.data, captured[i % 500].data, "{name}: repeated frame {i}");
+    }
     let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn capture_and_inject_round_trip() {
+    round_trip("sync", "afpacket");
+}
+
+#[test]
+fn capture_and_inject_round_trip_sync_xdp() {
+    round_trip("sync", "xdp");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn capture_and_inject_round_trip_tokio_afpacket() {
+    round_trip("tokio", "afpacket");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn capture_and_inject_round_trip_tokio_xdp() {
+    round_trip("tokio", "xdp");
+}
+
+#[cfg(feature = "smol")]
+#[test]
+fn capture_and_inject_round_trip_smol_afpacket() {
+    round_trip("smol", "afpacket");
+}
+
+#[cfg(feature = "smol")]
+#[test]
+fn capture_and_inject_round_trip_smol_xdp() {
+    round_trip("smol", "xdp");
 }
 
 #[test]
@@ -404,16 +531,7 @@ fn bad_arguments_exit_2() {
             "not a valid",
         ),
         ("capture", &["--iface", "x", "--duration", "-1"], "seconds"),
-        (
-            "capture",
-            &["--iface", "x", "--runtime", "tokio"],
-            "not available yet",
-        ),
-        (
-            "capture",
-            &["--iface", "x", "--runtime", "smol"],
-            "not available yet",
-        ),
+        ("capture", &["--iface", "x", "--runtime"], "needs a value"),
         (
             "capture",
             &["--iface", "x", "--runtime", "gevent"],
@@ -421,8 +539,8 @@ fn bad_arguments_exit_2() {
         ),
         (
             "capture",
-            &["--iface", "x", "--backend", "xdp"],
-            "not available yet",
+            &["--iface", "x", "--backend", "XDP"],
+            "unknown backend",
         ),
         (
             "capture",
@@ -454,13 +572,18 @@ fn bad_arguments_exit_2() {
         ),
         (
             "inject",
-            &["--iface", "x", "--read", "f", "--runtime", "tokio"],
-            "not available yet",
+            &["--iface", "x", "--read", "f", "--runtime", "async-std"],
+            "unknown runtime",
         ),
         (
             "inject",
-            &["--iface", "x", "--read", "f", "--backend", "xdp"],
-            "not available yet",
+            &["--iface", "x", "--read", "f", "--backend", "dpdk"],
+            "unknown backend",
+        ),
+        (
+            "inject",
+            &["--iface", "x", "--read", "f", "--backend"],
+            "needs a value",
         ),
         (
             "inject",
@@ -498,20 +621,24 @@ fn missing_interface_exits_1() {
     }
     // Inside a fresh namespace, where the name surely does not exist.
     let net = TestNet::new();
-    for (name, args) in [
-        ("capture", vec!["--count", "1"]),
-        ("inject", vec!["--synthetic", "64", "--count", "1"]),
-    ] {
-        let mut all = vec!["--netns", net.ns.as_str(), "--iface", "nr-missing0"];
-        all.extend(args);
-        let out = run_example(name, &all, 30);
-        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains("no such interface `nr-missing0`"),
-            "{name}: {}",
-            stderr(&out)
-        );
-        assert!(stdout(&out).is_empty(), "{name}: stdout not empty");
+    for (runtime, backend) in combinations() {
+        for (name, args) in [
+            ("capture", vec!["--count", "1"]),
+            ("inject", vec!["--synthetic", "64", "--count", "1"]),
+        ] {
+            let mut all = vec!["--netns", net.ns.as_str(), "--iface", "nr-missing0"];
+            all.extend(args);
+            all.extend(mode(runtime, backend));
+            let out = run_example(name, &all, 30);
+            let what = format!("{name} {runtime} {backend}");
+            assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("no such interface `nr-missing0`"),
+                "{what}: {}",
+                stderr(&out)
+            );
+            assert!(stdout(&out).is_empty(), "{what}: stdout not empty");
+        }
     }
     // A namespace that does not exist is an error too (exit 1), not a panic.
     let out = run_example(
@@ -533,15 +660,16 @@ fn capture_stops_after_duration() {
         return;
     }
     let net = TestNet::new();
-    let started = Instant::now();
-    let out = run_example(
-        "capture",
-        &["--netns", &net.ns, "--iface", &net.b, "--duration", "0.5"],
-        30,
-    );
-    assert_ok(&out, "capture --duration");
-    assert_eq!(final_line(&out), "packets=0 bytes=0 drops=0");
-    assert!(started.elapsed() >= Duration::from_millis(500));
+    for (runtime, backend) in combinations() {
+        let what = format!("capture --duration {runtime} {backend}");
+        let started = Instant::now();
+        let mut args = vec!["--netns", &net.ns, "--iface", &net.b, "--duration", "0.5"];
+        args.extend(mode(runtime, backend));
+        let out = run_example("capture", &args, 30);
+        assert_ok(&out, &what);
+        assert_eq!(final_line(&out), "packets=0 bytes=0 drops=0", "{what}");
+        assert!(started.elapsed() >= Duration::from_millis(500), "{what}");
+    }
 }
 
 #[test]

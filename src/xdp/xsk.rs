@@ -517,7 +517,19 @@ impl XdpSocket {
         self.push_tx();
         if self.tx_queued > 0 || self.rings.tx.needs_wakeup() || self.rings.tx.outstanding() > 0 {
             self.tx_queued = 0;
-            self.sock.kick_tx()?;
+            // A copy-mode kick sends at most the socket's TX budget (32 frames by default,
+            // `XDP_MAX_TX_SKB_BUDGET`) and leaves the rest on the ring until the next kick: kick
+            // again while the kernel keeps taking frames. (Zero-copy drivers send
+            // asynchronously: no progress shows, and the loop ends after one kick.)
+            let mut left = self.rings.tx.outstanding();
+            loop {
+                self.sock.kick_tx()?;
+                let now = self.rings.tx.outstanding();
+                if now == 0 || now >= left {
+                    break;
+                }
+                left = now;
+            }
         }
         self.reclaim();
         Ok(())
