@@ -360,6 +360,37 @@ fn rx_tcpreplay_byte_for_byte_native_and_generic() {
     }
 }
 
+/// With RX coalescing, frames wait up to the bound for company, then come out all the same: every
+/// frame byte for byte and in order, including a final partial batch (drained by the timer alone).
+#[test]
+fn rx_coalescing_delivers_everything_within_the_bound() {
+    if !can_run(
+        "rx_coalescing_delivers_everything_within_the_bound",
+        &["scapy", "tcpreplay", "taskset"],
+    ) {
+        return;
+    }
+    // 2401 = 37 full batches of 64 and a partial one: the tail is released by the timer only.
+    let sf = scapy_frames("xdp-coalesce", 2401, 23, 60, 1514, 0);
+    let net = TestNet::new();
+    for bound in [Duration::from_micros(200), Duration::from_millis(2)] {
+        let mut xsk = open_in(
+            &net,
+            XdpSocket::builder(&net.b)
+                .frame_count(4096)
+                .rx_frames(3072)
+                .ring_size(4096)
+                .rx_coalesce(bound),
+        );
+        let got = with_replay(&net, &sf.file, sf.frames.len(), 6000, || {
+            read_frames(&mut xsk, sf.frames.len(), drop)
+        });
+        assert_nothing_more(&mut xsk);
+        assert_frames(&format!("xdp rx coalesced {bound:?}"), &got, &sf.frames);
+        assert_clean_rx("coalesced", xsk.stats().unwrap());
+    }
+}
+
 /// At MTU 9000 the veth refuses native XDP, so `Auto` attaches generically; with 4096-byte UMEM
 /// frames, frames up to 3800 bytes arrive whole.
 #[test]

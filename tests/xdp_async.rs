@@ -36,6 +36,7 @@ use netring::xdp::{AsyncXdpSocket, BindMode, XdpBatch, XdpSocket, XdpSocketBuild
 
 crate::on_each_runtime!(
     rx_byte_for_byte_in_order,
+    rx_coalesced_in_order,
     tx_send_all_byte_for_byte,
     fill_ring_recycling_across_tasks_and_threads,
     parked_reader_woken_by_release_elsewhere,
@@ -95,6 +96,16 @@ fn assert_clean_rx<R: Exec>(rx: &AsyncXdpSocket<R>) {
 /// alternately): 3000 frames at 6000/s through a 1536-frame RX pool (recycled while the traffic
 /// lasts), byte for byte, in order, none dropped.
 async fn rx_byte_for_byte_in_order<R: Exec>() {
+    rx_in_order::<R>(Duration::ZERO).await
+}
+
+/// The same with RX coalescing (300 us): 3000 frames are 46 full batches of 64 and a partial one
+/// that only the coalescing timer releases, so a lost timer wakeup hangs the stream.
+async fn rx_coalesced_in_order<R: Exec>() {
+    rx_in_order::<R>(Duration::from_micros(300)).await
+}
+
+async fn rx_in_order<R: Exec>(coalesce: Duration) {
     if !can_run("xdp async rx", &["tcpreplay", "scapy", "taskset"]) {
         return;
     }
@@ -105,7 +116,8 @@ async fn rx_byte_for_byte_in_order<R: Exec>() {
         XdpSocket::builder(&net.b)
             .frame_count(2048)
             .rx_frames(1536)
-            .ring_size(2048),
+            .ring_size(2048)
+            .rx_coalesce(coalesce),
     );
     assert!(rx.get_ref().attach_mode().is_some());
     let t = Instant::now();
