@@ -27,15 +27,17 @@ use crate::runtime::{Runtime, poll_until};
 /// twice.
 ///
 /// ```no_run
-/// # async fn f() -> netring::Result<()> {
 /// use futures::{SinkExt, stream};
-/// use netring::{AsyncInjector, Injector, runtime::Tokio};
+/// use netring::{AsyncInjector, Injector, runtime::Runtime};
 ///
-/// let mut tx: AsyncInjector<Tokio> = Injector::builder("eth0").open_async()?;
+/// // Any runtime: `netring::runtime::Tokio` (feature `tokio`) or `Smol` (feature `smol`).
+/// async fn blast<R: Runtime>() -> netring::Result<()> {
+/// let mut tx: AsyncInjector<R> = Injector::builder("eth0").open_async()?;
 /// let frames = vec![vec![0u8; 60]; 1000];
 /// tx.send_all(&mut stream::iter(frames.into_iter().map(Ok))).await?;
 /// tx.close().await?;
-/// # Ok(()) }
+/// Ok(())
+/// }
 /// ```
 pub struct AsyncInjector<R: Runtime> {
     // Declared first so it deregisters before the injector (and its epoll descriptor) closes.

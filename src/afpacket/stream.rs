@@ -29,11 +29,12 @@ use crate::runtime::Runtime;
 /// it: the stream goes on if the interface comes back up.
 ///
 /// ```no_run
-/// # async fn f() -> netring::Result<()> {
 /// use futures::StreamExt;
-/// use netring::{AsyncCapture, Capture, runtime::Tokio};
+/// use netring::{AsyncCapture, Capture, runtime::Runtime};
 ///
-/// let mut rx: AsyncCapture<Tokio> = Capture::builder("eth0").open_async()?;
+/// // On tokio, R is `netring::runtime::Tokio` (feature `tokio`).
+/// async fn serve<R: Runtime>() -> netring::Result<()> {
+/// let mut rx: AsyncCapture<R> = Capture::builder("eth0").open_async()?;
 /// while let Some(batch) = rx.next().await {
 ///     let batch = batch?;
 ///     tokio::spawn(async move {
@@ -43,7 +44,8 @@ use crate::runtime::Runtime;
 ///         }
 ///     });
 /// }
-/// # Ok(()) }
+/// Ok(())
+/// }
 /// ```
 pub struct AsyncCapture<R: Runtime> {
     // Declared first so it deregisters before the capture (and its epoll descriptor) closes.
@@ -171,15 +173,17 @@ impl CaptureBuilder {
 /// [`AsyncCapture`].
 ///
 /// ```no_run
-/// # async fn f() -> netring::Result<()> {
 /// use futures::StreamExt;
-/// use netring::{Capture, runtime::Smol};
+/// use netring::{Capture, runtime::Runtime};
 ///
-/// let mut packets = Capture::builder("eth0").open_async::<Smol>()?.packets();
+/// // On smol, R is `netring::runtime::Smol` (feature `smol`).
+/// async fn dump<R: Runtime>() -> netring::Result<()> {
+/// let mut packets = Capture::builder("eth0").open_async::<R>()?.packets();
 /// while let Some(pkt) = packets.next().await {
 ///     println!("{} bytes", pkt?.wire_len());
 /// }
-/// # Ok(()) }
+/// Ok(())
+/// }
 /// ```
 pub struct PacketStream<R: Runtime> {
     inner: AsyncCapture<R>,

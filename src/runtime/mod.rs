@@ -7,8 +7,8 @@
 //!
 //! | feature | type | reactor |
 //! |---|---|---|
-//! | `tokio` | [`Tokio`] | `tokio::io::unix::AsyncFd` |
-//! | `smol` | [`Smol`] | `async_io::Async` |
+//! | `tokio` | `Tokio` | `tokio::io::unix::AsyncFd` |
+//! | `smol` | `Smol` | `async_io::Async` |
 
 use std::io;
 use std::os::fd::OwnedFd;

@@ -22,15 +22,16 @@ use crate::runtime::{Runtime, poll_until};
 /// in `start_send`.
 ///
 /// ```no_run
-/// # async fn f() -> netring::Result<()> {
 /// use futures::StreamExt;
-/// use netring::{runtime::Tokio, xdp::XdpSocket};
+/// use netring::{runtime::Runtime, xdp::XdpSocket};
 ///
-/// let mut xsk = XdpSocket::builder("eth0").queue(0).open_async::<Tokio>()?;
+/// async fn count<R: Runtime>() -> netring::Result<()> {
+/// let mut xsk = XdpSocket::builder("eth0").queue(0).open_async::<R>()?;
 /// while let Some(batch) = xsk.next().await {
 ///     println!("{} frames", batch?.len());
 /// }
-/// # Ok(()) }
+/// Ok(())
+/// }
 /// ```
 pub struct AsyncXdpSocket<R: Runtime> {
     // Declared first so it deregisters before the socket (and its epoll descriptor) closes.
