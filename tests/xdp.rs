@@ -1419,3 +1419,90 @@ fn per_flow_owner_frames(
         .cloned()
         .collect()
 }
+
+/// Four sockets on the queues of a 4-queue veth sharing one UMEM (`share_umem`): registered once,
+/// one region per socket, each with its own fill and completion rings. Flows spread over the
+/// queues arrive byte for byte on the union of the sockets, each flow on one socket, and each
+/// socket also transmits from its own region (tcpdump on the peer sees every frame).
+#[test]
+fn multi_queue_sockets_sharing_one_umem() {
+    if !can_run(
+        "multi_queue_sockets_sharing_one_umem",
+        &["scapy", "tcpreplay", "taskset", "tcpdump"],
+    ) {
+        return;
+    }
+    const N: usize = 2000;
+    let net = TestNet::with_options(1500, 4);
+    let (file, frames) = scapy_flows("xdp-shared", N, 64, 0);
+    let mut xsks = net
+        .within(|| {
+            XdpSocket::builder(&net.b)
+                .frame_count(512)
+                .ring_size(512)
+                .share_umem(true)
+                .open_queues(0..4)
+        })
+        .unwrap();
+    for (q, xsk) in xsks.iter().enumerate() {
+        assert_eq!(xsk.queue(), q as u32);
+        assert_eq!(xsk.bind_mode(), BindMode::Copy);
+    }
+    let per = with_replay(&net, &file, N, 5000, || read_queues(&mut xsks, N));
+    let mut all: Vec<Vec<u8>> = per.iter().flatten().cloned().collect();
+    all.sort_by_key(|f| flow_of(f).0);
+    assert_frames("union of the sharing sockets", &all, &frames);
+    let mut owner: HashMap<u16, usize> = HashMap::new();
+    for (q, got) in per.iter().enumerate() {
+        for f in flows_in_order(&format!("queue {q}"), got) {
+            if let Some(other) = owner.insert(f, q) {
+                panic!("flow {f} reached queue {other} and queue {q}");
+            }
+        }
+    }
+    assert!(
+        per.iter().filter(|g| !g.is_empty()).count() > 1,
+        "all flows on one queue: {:?}",
+        per.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    for xsk in &xsks {
+        assert_clean_rx("shared umem", xsk.stats().unwrap());
+    }
+
+    // Each socket sends from its own TX pool; the peer sees all of them.
+    let pcap = scratch("xdp-shared-tx.pcap");
+    let dump = start_tcpdump(
+        &net,
+        &net.a,
+        &pcap,
+        &["-Q", "in", "ether", "proto", "0x88b5"],
+    );
+    let mut want = Vec::new();
+    for (q, xsk) in xsks.iter_mut().enumerate() {
+        for i in 0..300u32 {
+            let mut f = vec![0xffu8; 6];
+            f.extend_from_slice(&[0x02, 0x4e, 0x52, 0x00, 0x01, q as u8, 0x88, 0xb5]);
+            f.extend_from_slice(&i.to_be_bytes());
+            f.resize(60 + (i as usize % 500), q as u8);
+            xsk.send(&f).unwrap();
+            want.push(f);
+        }
+        assert!(xsk.wait_sent(Some(Duration::from_secs(10))).unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while netring::pcap::PcapReader::new(std::fs::File::open(&pcap).unwrap())
+        .map(|r| r.count())
+        .unwrap_or(0)
+        < want.len()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    dump.interrupt_and_wait(10);
+    let got: Vec<Vec<u8>> = netring::pcap::PcapReader::new(std::fs::File::open(&pcap).unwrap())
+        .unwrap()
+        .map(|r| r.unwrap().data)
+        .collect();
+    assert_frames("frames sent by the sharing sockets", &got, &want);
+    let _ = std::fs::remove_file(&pcap);
+}

@@ -213,6 +213,41 @@ impl XskSocket {
         })
     }
 
+    /// Binds to `ifindex`/`queue` on the UMEM that `owner` registered (`XDP_SHARED_UMEM`; the
+    /// mode is the owner's). `EBUSY` is retried for up to `busy_retry`.
+    pub(crate) fn bind_shared(
+        &self,
+        iface: &str,
+        ifindex: u32,
+        queue: u32,
+        owner: BorrowedFd<'_>,
+        busy_retry: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + busy_retry;
+        loop {
+            match sys::bind_xdp(
+                self.fd.as_fd(),
+                ifindex,
+                queue,
+                libc::XDP_SHARED_UMEM,
+                Some(owner),
+            ) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(match e.raw_os_error() {
+                        Some(libc::EINVAL) => Error::InvalidConfig(format!(
+                            "cannot bind an AF_XDP socket sharing a UMEM to queue {queue} of `{iface}`: the queue does not exist or is taken"
+                        )),
+                        _ => Error::os("binding the AF_XDP socket (shared UMEM)", e),
+                    });
+                }
+            }
+        }
+    }
+
     /// `XDP_STATISTICS`.
     pub(crate) fn statistics(&self) -> Result<libc::xdp_statistics> {
         sys::getsockopt(self.fd.as_fd(), libc::SOL_XDP, libc::XDP_STATISTICS)

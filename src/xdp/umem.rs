@@ -5,19 +5,27 @@
 //! fill ring; the TX pool circulates free list -> TX ring -> completion ring -> free list. A frame's
 //! address says which pool it belongs to, so an RX frame forwarded to TX without a copy goes back
 //! to the RX pool when its transmission completes.
+//!
+//! Sockets on several queues can share one UMEM: each then owns a disjoint region of it (its own
+//! RX and TX pools), and the area is registered with the kernel once.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::sys::Mmap;
 
-/// UMEM geometry.
+/// UMEM geometry, and the region of it one socket owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct UmemLayout {
     pub frame_size: u32,
+    /// Frames in the whole area.
     pub frame_count: u32,
-    /// Frames `[0, rx_frames)` are the RX pool, the rest the TX pool.
+    /// This socket's region starts at this frame...
+    pub first: u32,
+    /// ...its RX pool is `[first, first + rx_frames)`...
     pub rx_frames: u32,
+    /// ...and its TX pool the next `tx_frames` frames.
+    pub tx_frames: u32,
 }
 
 impl UmemLayout {
@@ -35,8 +43,41 @@ impl UmemLayout {
         Ok(Self {
             frame_size,
             frame_count,
+            first: 0,
             rx_frames,
+            tx_frames: frame_count - rx_frames,
         })
+    }
+
+    /// `n` regions of `per_socket` frames each (`rx_frames` of them for RX) in one area.
+    pub(crate) fn regions(
+        frame_size: u32,
+        per_socket: u32,
+        rx_frames: u32,
+        n: u32,
+    ) -> Result<Vec<Self>> {
+        let one = Self::new(frame_size, per_socket, rx_frames)?;
+        let total = per_socket.checked_mul(n).ok_or_else(|| {
+            Error::InvalidConfig(format!("{n} x {per_socket} UMEM frames overflow"))
+        })?;
+        Ok((0..n)
+            .map(|k| Self {
+                frame_count: total,
+                first: k * per_socket,
+                ..one
+            })
+            .collect())
+    }
+
+    /// The RX pool's frames.
+    pub(crate) fn rx_pool(&self) -> std::ops::Range<u32> {
+        self.first..self.first + self.rx_frames
+    }
+
+    /// The TX pool's frames.
+    pub(crate) fn tx_pool(&self) -> std::ops::Range<u32> {
+        let start = self.first + self.rx_frames;
+        start..start + self.tx_frames
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -53,7 +94,7 @@ impl UmemLayout {
     }
 
     pub(crate) fn is_rx_frame(&self, addr: u64) -> bool {
-        self.frame_of(addr) < self.rx_frames
+        self.rx_pool().contains(&self.frame_of(addr))
     }
 
     /// Checks that `[addr, addr + len)` lies inside one frame of the area.
@@ -64,10 +105,11 @@ impl UmemLayout {
     }
 }
 
-/// The UMEM mapping and the RX frames users have handed back (from any thread).
+/// One socket's view of a UMEM mapping (shared between sockets that share the UMEM), and the RX
+/// frames users have handed back to that socket (from any thread).
 #[derive(Debug)]
 pub(crate) struct Umem {
-    mem: Mmap,
+    mem: Arc<Mmap>,
     pub(crate) layout: UmemLayout,
     /// RX frames released by dropped batches, waiting to go back on the fill ring. Capacity is
     /// reserved for every RX frame up front, so pushing never allocates.
@@ -82,11 +124,21 @@ impl Umem {
                 source: e,
             }
         })?;
-        Ok(Self {
+        Ok(Self::with_mem(Arc::new(mem), layout))
+    }
+
+    fn with_mem(mem: Arc<Mmap>, layout: UmemLayout) -> Self {
+        Self {
             mem,
             layout,
-            recycled: Mutex::new(Vec::with_capacity(layout.frame_count as usize)),
-        })
+            recycled: Mutex::new(Vec::with_capacity(layout.rx_frames as usize)),
+        }
+    }
+
+    /// Another socket's view of the same area, owning the region `layout` describes.
+    pub(crate) fn share(&self, layout: UmemLayout) -> Self {
+        debug_assert_eq!(layout.bytes(), self.layout.bytes());
+        Self::with_mem(self.mem.clone(), layout)
     }
 
     pub(crate) fn as_ptr(&self) -> *mut u8 {
@@ -133,6 +185,19 @@ impl Umem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regions_are_disjoint_and_cover_the_area() {
+        let r = UmemLayout::regions(2048, 64, 48, 3).unwrap();
+        assert_eq!(r.len(), 3);
+        assert!(r.iter().all(|l| l.frame_count == 192));
+        assert_eq!(r[1].rx_pool(), 64..112);
+        assert_eq!(r[1].tx_pool(), 112..128);
+        assert!(r[1].is_rx_frame(100 * 2048));
+        assert!(!r[0].is_rx_frame(100 * 2048));
+        assert!(!r[1].is_rx_frame(120 * 2048));
+        assert_eq!(r[2].tx_pool().end, 192);
+    }
 
     #[test]
     fn layout_checks() {

@@ -49,6 +49,7 @@ pub struct XdpSocketBuilder {
     pub(crate) filter: Option<Match>,
     pub(crate) attach_mode: AttachMode,
     pub(crate) user_map: Option<Arc<XskMap>>,
+    pub(crate) share_umem: bool,
 }
 
 /// How frames reach the sockets: our program, or the user's.
@@ -91,7 +92,17 @@ impl XdpSocketBuilder {
             filter: None,
             attach_mode: AttachMode::Auto,
             user_map: None,
+            share_umem: false,
         }
+    }
+
+    /// With [`open_queues`](Self::open_queues): one UMEM for all the sockets, registered once
+    /// (`XDP_SHARED_UMEM`), each socket owning `frame_count` frames of it (default off: one UMEM
+    /// per socket). Frames still cannot move between sockets: `send_frame` takes frames received
+    /// on the same socket.
+    pub fn share_umem(mut self, on: bool) -> Self {
+        self.share_umem = on;
+        self
     }
 
     /// Redirect only frames that match (one ethertype, IP protocol, destination port); the rest
@@ -119,7 +130,8 @@ impl XdpSocketBuilder {
         Ok(self.open_queues([queue])?.remove(0))
     }
 
-    /// Opens one socket per queue (each with its own UMEM), all fed by one program.
+    /// Opens one socket per queue, all fed by one program. Each socket has its own UMEM, or with
+    /// [`share_umem`](Self::share_umem) its own region of one shared UMEM.
     pub fn open_queues(self, queues: impl IntoIterator<Item = u32>) -> Result<Vec<XdpSocket>> {
         let queues: Vec<u32> = queues.into_iter().collect();
         let Some(&max_queue) = queues.iter().max() else {
@@ -136,9 +148,29 @@ impl XdpSocketBuilder {
                 }
             }
         });
-        let mut sockets = Vec::with_capacity(queues.len());
+        let mut sockets: Vec<XdpSocket> = Vec::with_capacity(queues.len());
+        let mut regions = if self.share_umem {
+            let rx_frames = self.rx_frames.unwrap_or(self.frame_count / 2);
+            UmemLayout::regions(
+                self.frame_size,
+                self.frame_count,
+                rx_frames,
+                queues.len() as u32,
+            )?
+            .into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
         for q in queues {
-            let mut sock = self.clone().queue(q).open_socket()?;
+            let b = self.clone().queue(q);
+            let mut sock = match (regions.next(), sockets.first()) {
+                (Some(region), None) => b.open_on(Umem::new(region, self.huge_pages)?, None)?,
+                (Some(region), Some(first)) => {
+                    let umem = first.shared.umem.share(region);
+                    b.open_on(umem, Some(first))?
+                }
+                (None, _) => b.open_socket()?,
+            };
             redirect.map().insert(q, &sock)?;
             sock.redirect = Some(redirect.clone());
             sockets.push(sock);
@@ -205,41 +237,61 @@ impl XdpSocketBuilder {
     /// Opens the socket alone: it transmits, but receives only once an XDP program redirects the
     /// queue to it (insert it into an [`XskMap`]). [`open`](Self::open) does that part too.
     pub fn open_socket(self) -> Result<XdpSocket> {
-        let iface = Interface::by_name(&self.interface)?;
         let rx_frames = self.rx_frames.unwrap_or(self.frame_count / 2);
         let layout = UmemLayout::new(self.frame_size, self.frame_count, rx_frames)?;
+        let umem = Umem::new(layout, self.huge_pages)?;
+        self.open_on(umem, None)
+    }
+
+    /// Opens a socket on `umem` (its region of it). With `shared_with`, the UMEM is already
+    /// registered by that socket and this one binds with `XDP_SHARED_UMEM`, with fill and
+    /// completion rings of its own (the kernel requires them for another queue).
+    fn open_on(self, umem: Umem, shared_with: Option<&XdpSocket>) -> Result<XdpSocket> {
+        let iface = Interface::by_name(&self.interface)?;
         if !self.ring_size.is_power_of_two() || self.ring_size < 8 {
             return Err(Error::InvalidConfig(format!(
                 "ring size {} must be a power of two, at least 8",
                 self.ring_size
             )));
         }
-        let umem = Umem::new(layout, self.huge_pages)?;
+        let layout = umem.layout;
         let sock = XskSocket::open()?;
-        sock.register_umem(&umem)?;
+        if shared_with.is_none() {
+            sock.register_umem(&umem)?;
+        }
         // The fill ring holds every RX frame; the completion ring every TX frame.
-        let fill_size = rx_frames.next_power_of_two();
-        let comp_size = (self.frame_count - rx_frames).next_power_of_two();
+        let fill_size = layout.rx_frames.next_power_of_two();
+        let comp_size = layout.tx_frames.next_power_of_two();
         let mut rings = sock.setup_rings(fill_size, comp_size, self.ring_size, self.ring_size)?;
-        let initial: Vec<u64> = (0..rx_frames).map(|f| layout.frame_addr(f)).collect();
+        let initial: Vec<u64> = layout.rx_pool().map(|f| layout.frame_addr(f)).collect();
         let filled = rings.fill.produce(&initial);
         debug_assert_eq!(filled, initial.len());
-        let mode = sock.bind(
-            &self.interface,
-            iface.index(),
-            self.queue,
-            self.bind_mode,
-            self.need_wakeup,
-            self.busy_retry,
-        )?;
+        let mode = match shared_with {
+            None => sock.bind(
+                &self.interface,
+                iface.index(),
+                self.queue,
+                self.bind_mode,
+                self.need_wakeup,
+                self.busy_retry,
+            )?,
+            Some(first) => {
+                sock.bind_shared(
+                    &self.interface,
+                    iface.index(),
+                    self.queue,
+                    first.sock.as_fd(),
+                    self.busy_retry,
+                )?;
+                first.mode
+            }
+        };
         let epoll = Epoll::watch(
             sock.as_fd(),
             (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR) as u32,
         )
         .map_err(|e| Error::os("epoll", e))?;
-        let tx_free = (rx_frames..self.frame_count)
-            .map(|f| layout.frame_addr(f))
-            .collect();
+        let tx_free = layout.tx_pool().map(|f| layout.frame_addr(f)).collect();
         Ok(XdpSocket {
             shared: Arc::new(Shared {
                 umem,
@@ -249,7 +301,7 @@ impl XdpSocketBuilder {
             }),
             rings,
             tx_free,
-            scratch: Vec::with_capacity(self.frame_count as usize),
+            scratch: Vec::with_capacity((layout.rx_frames + layout.tx_frames) as usize),
             tx_scratch: Vec::with_capacity(self.ring_size as usize),
             tx_in_flight: 0,
             tx_queued: 0,
