@@ -1506,3 +1506,84 @@ fn multi_queue_sockets_sharing_one_umem() {
     assert_frames("frames sent by the sharing sockets", &got, &want);
     let _ = std::fs::remove_file(&pcap);
 }
+
+/// Reads a `/proc/meminfo` counter.
+fn meminfo(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/meminfo"))
+}
+
+/// Sets `vm.nr_hugepages` for the test and puts the old value back on drop (also on panic).
+struct HugePages(String);
+
+impl HugePages {
+    fn reserve(extra: u64) -> Self {
+        let old = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
+        let want = old.trim().parse::<u64>().unwrap() + extra;
+        std::fs::write("/proc/sys/vm/nr_hugepages", want.to_string()).unwrap();
+        HugePages(old)
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", self.0.trim());
+    }
+}
+
+/// A UMEM on huge pages: with pages reserved, the socket takes them (HugePages_Free drops while
+/// it lives) and receives byte for byte; without free pages, opening is a typed error.
+#[test]
+fn umem_on_huge_pages() {
+    if !can_run("umem_on_huge_pages", &["scapy", "tcpreplay", "taskset"]) {
+        return;
+    }
+    let sf = scapy_frames("xdp-huge", 600, 29, 60, 1514, 0);
+    let net = TestNet::new();
+    let builder = || {
+        XdpSocket::builder(&net.b)
+            .frame_count(2048)
+            .rx_frames(1536)
+            .ring_size(2048)
+            .huge_pages(true)
+    };
+    {
+        // 2048 frames of 2 KiB = 4 MiB: two 2 MiB pages, plus slack for other users.
+        let _reserved = HugePages::reserve(8);
+        let free_before = meminfo("HugePages_Free:");
+        assert!(free_before >= 2, "the kernel reserved no huge pages");
+        let mut xsk = open_in(&net, builder());
+        let free_during = meminfo("HugePages_Free:");
+        assert!(
+            free_during < free_before,
+            "the UMEM took no huge page ({free_before} free before, {free_during} after)"
+        );
+        let got = with_replay(&net, &sf.file, sf.frames.len(), 6000, || {
+            read_frames(&mut xsk, sf.frames.len(), drop)
+        });
+        assert_frames("xdp rx on huge pages", &got, &sf.frames);
+        assert_clean_rx("huge pages", xsk.stats().unwrap());
+        drop(xsk);
+        // The kernel unpins a UMEM in deferred work after the socket closes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while meminfo("HugePages_Free:") != free_before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            meminfo("HugePages_Free:"),
+            free_before,
+            "huge pages not returned"
+        );
+    }
+    if meminfo("HugePages_Free:") == 0 {
+        match net.within(|| builder().open()) {
+            Err(Error::InvalidConfig(msg)) => assert!(msg.contains("nr_hugepages"), "{msg}"),
+            other => panic!("expected InvalidConfig about huge pages, got {other:?}"),
+        }
+        assert_no_xdp(&net, &net.b, "after the failed open");
+    }
+}

@@ -44,12 +44,14 @@ impl Mmap {
         Self::map(libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, len, 0)
     }
 
-    /// Zeroed, pre-faulted anonymous memory for an AF_XDP UMEM, optionally on huge pages.
-    #[allow(dead_code)]
+    /// Zeroed, pre-faulted anonymous memory for an AF_XDP UMEM, optionally on huge pages (the
+    /// length is then rounded up to whole huge pages, which munmap requires).
     pub(crate) fn anonymous_for_umem(len: usize, huge_pages: bool) -> io::Result<Self> {
         let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        let mut len = len;
         if huge_pages {
             flags |= libc::MAP_HUGETLB;
+            len = len.next_multiple_of(huge_page_size());
         }
         Self::map(flags, -1, len, 0)
     }
@@ -83,6 +85,18 @@ impl Mmap {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+}
+
+/// The default huge page size (`Hugepagesize` in /proc/meminfo), 2 MiB if it cannot be read.
+fn huge_page_size() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("Hugepagesize:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        })
+        .map_or(2 << 20, |kb| kb * 1024)
 }
 
 impl Drop for Mmap {

@@ -119,9 +119,16 @@ pub(crate) struct Umem {
 impl Umem {
     pub(crate) fn new(layout: UmemLayout, huge_pages: bool) -> Result<Self> {
         let mem = Mmap::anonymous_for_umem(layout.bytes(), huge_pages).map_err(|e| {
-            Error::RingAllocation {
-                bytes: layout.bytes(),
-                source: e,
+            if huge_pages && e.raw_os_error() == Some(libc::ENOMEM) {
+                Error::InvalidConfig(format!(
+                    "no free huge pages for a {}-byte UMEM: reserve them (`sysctl vm.nr_hugepages=N`) or turn huge_pages off",
+                    layout.bytes()
+                ))
+            } else {
+                Error::RingAllocation {
+                    bytes: layout.bytes(),
+                    source: e,
+                }
             }
         })?;
         Ok(Self::with_mem(Arc::new(mem), layout))
