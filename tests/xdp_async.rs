@@ -25,7 +25,6 @@ use common::asyncrt::*;
 use common::frames::*;
 use common::*;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
@@ -310,95 +309,6 @@ async fn consume<R: Exec>(mut jobs: ChanRx<Held>, seed: u64) -> usize {
     released
 }
 
-/// scapy sending a pcap's frames on request, a chunk at a time (see `xdp.rs`, which has the same
-/// helper): flow control, so no scheduling delay can overflow a UMEM smaller than the traffic.
-const CHUNK_SENDER: &str = r#"
-import sys
-from scapy.all import rdpcap, conf
-dev, path = sys.argv[1], sys.argv[2]
-frames = [bytes(p) for p in rdpcap(path)]
-s = conf.L2socket(iface=dev)
-i = 0
-for line in sys.stdin:
-    n = int(line)
-    if n == 0:
-        break
-    for f in frames[i:i + n]:
-        s.send(f)
-    i = min(i + n, len(frames))
-    print("SENT", i, flush=True)
-s.close()
-print("DONE", i, flush=True)
-"#;
-
-struct ChunkSender {
-    child: Option<std::process::Child>,
-    stdin: Option<std::process::ChildStdin>,
-    requested: usize,
-}
-
-impl ChunkSender {
-    fn start(net: &TestNet, dev: &str, file: &str) -> Self {
-        let mut child = net
-            .cmd("timeout")
-            .args(["-s", "KILL", "120", "taskset", "-c"])
-            .arg(first_allowed_cpu().to_string())
-            .args([SCAPY_PYTHON, "-c", CHUNK_SENDER, dev, file])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning the scapy chunk sender");
-        let stdin = child.stdin.take();
-        ChunkSender {
-            child: Some(child),
-            stdin,
-            requested: 0,
-        }
-    }
-
-    /// Asks for the next `n` frames (a few bytes into a pipe: does not block).
-    fn request(&mut self, n: usize) {
-        use std::io::Write;
-        let stdin = self.stdin.as_mut().expect("sender finished");
-        writeln!(stdin, "{n}").expect("writing to the scapy sender");
-        stdin.flush().unwrap();
-        self.requested += n;
-    }
-
-    /// Ends the sender (on a thread of its own); resolves to how many frames it sent.
-    fn finish(mut self) -> impl std::future::Future<Output = usize> + Send {
-        use std::io::Write;
-        let mut stdin = self.stdin.take().expect("sender finished");
-        writeln!(stdin, "0").unwrap();
-        drop(stdin);
-        let child = self.child.take().unwrap();
-        blocking(move || {
-            let out = child.wait_with_output().expect("waiting for scapy");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(
-                out.status.success(),
-                "scapy sender: {:?}\n{text}",
-                out.status
-            );
-            text.lines()
-                .find_map(|l| l.strip_prefix("DONE "))
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no DONE line from the scapy sender:\n{text}"))
-        })
-    }
-}
-
-impl Drop for ChunkSender {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// 3000 frames through a UMEM of 256 frames (192 for RX, batches of at most 8): batches go round
 /// robin to two consumer tasks and one plain thread, each holding a few and dropping them out of
 /// order. Every frame arrives, in order; the kernel dropped none.
@@ -472,7 +382,11 @@ async fn fill_ring_recycling_across_tasks_and_threads<R: Exec>() {
         }
         batches += 1;
     }
-    assert_eq!(sender.finish().await, want.len(), "scapy's count");
+    assert_eq!(
+        blocking(move || sender.finish()).await,
+        want.len(),
+        "scapy's count"
+    );
     drop(queues);
     drop(to_thread);
     let mut released = 0;

@@ -580,3 +580,95 @@ pub fn tcpdump_dump(file: &str) -> Vec<DumpedPacket> {
     }
     pkts
 }
+
+/// scapy sending a pcap's frames on request, a chunk at a time, pinned to one CPU (frames from one
+/// CPU reach the peer in order): flow control for tests whose UMEM is smaller than their
+/// traffic, so that no scheduling delay on a busy machine can overflow it. Each chunk goes out
+/// at full speed.
+const CHUNK_SENDER: &str = r#"
+import sys
+from scapy.all import rdpcap, conf
+dev, path = sys.argv[1], sys.argv[2]
+frames = [bytes(p) for p in rdpcap(path)]
+s = conf.L2socket(iface=dev)
+i = 0
+for line in sys.stdin:
+    n = int(line)
+    if n == 0:
+        break
+    for f in frames[i:i + n]:
+        s.send(f)
+    i = min(i + n, len(frames))
+    print("SENT", i, flush=True)
+s.close()
+print("DONE", i, flush=True)
+"#;
+
+/// A running [`CHUNK_SENDER`]: `request(n)` sends the next `n` frames; killed on drop.
+pub struct ChunkSender {
+    child: Option<std::process::Child>,
+    stdin: Option<std::process::ChildStdin>,
+    /// Frames requested so far.
+    pub requested: usize,
+}
+
+impl ChunkSender {
+    /// Starts the sender on `dev` inside the namespace, with the frames of the pcap `file`.
+    pub fn start(net: &TestNet, dev: &str, file: &str) -> Self {
+        let mut child = net
+            .cmd("timeout")
+            .args(["-s", "KILL", "120", "taskset", "-c"])
+            .arg(first_allowed_cpu().to_string())
+            .args([SCAPY_PYTHON, "-c", CHUNK_SENDER, dev, file])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning the scapy chunk sender");
+        let stdin = child.stdin.take();
+        ChunkSender {
+            child: Some(child),
+            stdin,
+            requested: 0,
+        }
+    }
+
+    /// Asks for the next `n` frames (a few bytes into a pipe: does not block).
+    pub fn request(&mut self, n: usize) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("sender finished");
+        writeln!(stdin, "{n}").expect("writing to the scapy sender");
+        stdin.flush().unwrap();
+        self.requested += n;
+    }
+
+    /// Ends the sender and waits for it (blocking); returns how many frames it says it sent.
+    pub fn finish(mut self) -> usize {
+        use std::io::Write;
+        let mut stdin = self.stdin.take().expect("sender finished");
+        writeln!(stdin, "0").unwrap();
+        drop(stdin);
+        let child = self.child.take().expect("sender finished");
+        let out = child.wait_with_output().expect("waiting for scapy");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "scapy sender: {:?}\n{text}",
+            out.status
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix("DONE "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no DONE line from the scapy sender:\n{text}"))
+    }
+}
+
+impl Drop for ChunkSender {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
