@@ -36,6 +36,7 @@
 pub mod afpacket;
 mod bpf;
 mod error;
+mod frame;
 mod iface;
 pub mod netns;
 pub mod pcap;

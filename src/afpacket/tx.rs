@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::socket::PacketSocket;
 use crate::error::{Error, GeometryError, Result};
+use crate::frame::{ETH_HLEN, check_tx_frame};
 use crate::iface::Interface;
 use crate::sys;
 
@@ -19,7 +20,6 @@ pub(crate) const TX_DATA_OFFSET: usize =
     libc::TPACKET2_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
 const TX_STATUS: usize = 0;
 const TX_LEN: usize = 4;
-const ETH_HLEN: usize = 14;
 
 /// What a TX slot's status word says. The kernel may OR timestamp bits (`TP_STATUS_TS_*`) into
 /// the status when it completes a frame, so only the low state bits are compared.
@@ -107,14 +107,6 @@ impl TxGeometry {
     pub(crate) fn max_frame_len(&self) -> usize {
         self.frame_size - TX_DATA_OFFSET
     }
-}
-
-/// Largest frame the link takes: MTU plus the Ethernet header, plus 4 if the frame carries a VLAN
-/// tag (the kernel's own allowance).
-pub(crate) fn link_max_frame(mtu: u32, frame: &[u8]) -> usize {
-    let tagged =
-        frame.len() >= ETH_HLEN && matches!([frame[12], frame[13]], [0x81, 0x00] | [0x88, 0xa8]);
-    mtu as usize + ETH_HLEN + if tagged { 4 } else { 0 }
 }
 
 /// Configures and opens an [`Injector`].
@@ -259,24 +251,12 @@ impl Injector {
     }
 
     fn check_len(&self, frame_start: &[u8], len: usize) -> Result<()> {
-        if len > self.geometry.max_frame_len() {
-            return Err(Error::FrameTooLarge {
-                len,
-                max: self.geometry.max_frame_len(),
-            });
-        }
-        if len < ETH_HLEN {
-            return Err(Error::FrameTooShort { len });
-        }
-        let max = link_max_frame(self.iface.mtu(), frame_start);
-        if len > max {
-            return Err(Error::FrameExceedsMtu {
-                len,
-                mtu: self.iface.mtu(),
-                max,
-            });
-        }
-        Ok(())
+        check_tx_frame(
+            frame_start,
+            len,
+            self.geometry.max_frame_len(),
+            self.iface.mtu(),
+        )
     }
 
     /// Reserves the next slot for a frame of `len` bytes, if one is free. Nothing is sent until
@@ -599,14 +579,5 @@ mod tests {
             SlotState::of(libc::TP_STATUS_WRONG_FORMAT),
             SlotState::Rejected
         );
-    }
-
-    #[test]
-    fn vlan_frames_get_four_more_bytes() {
-        let mut f = vec![0u8; 64];
-        assert_eq!(link_max_frame(1500, &f), 1514);
-        f[12] = 0x81;
-        f[13] = 0x00;
-        assert_eq!(link_max_frame(1500, &f), 1518);
     }
 }

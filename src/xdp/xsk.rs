@@ -11,6 +11,7 @@ use super::program::Match;
 use super::socket::{BindMode, Rings, XskSocket};
 use super::umem::{Umem, UmemLayout};
 use crate::error::{Error, Result};
+use crate::frame::check_tx_frame;
 use crate::iface::Interface;
 use crate::sys::Epoll;
 
@@ -558,24 +559,12 @@ impl XdpSocket {
 
     /// Copies `frame` into a free UMEM frame and queues it. `false` if no frame is free.
     pub fn try_send(&mut self, frame: &[u8]) -> Result<bool> {
-        let max = self.shared.umem.layout.frame_size as usize;
-        if frame.len() > max {
-            return Err(Error::FrameTooLarge {
-                len: frame.len(),
-                max,
-            });
-        }
-        let mtu_max = self.iface.mtu() as usize + 14 + 4;
-        if frame.len() > mtu_max {
-            return Err(Error::FrameExceedsMtu {
-                len: frame.len(),
-                mtu: self.iface.mtu(),
-                max: mtu_max,
-            });
-        }
-        if frame.len() < 14 {
-            return Err(Error::FrameTooShort { len: frame.len() });
-        }
+        check_tx_frame(
+            frame,
+            frame.len(),
+            self.shared.umem.layout.frame_size as usize,
+            self.iface.mtu(),
+        )?;
         if !self.can_send() {
             return Ok(false);
         }
