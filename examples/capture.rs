@@ -20,14 +20,17 @@
 //!   the program exits. AF_XDP buffers only the UMEM's RX pool, so the capture must run while the
 //!   traffic flows.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::fs::File;
 use std::future::Future;
 use std::io::BufWriter;
 use std::pin::pin;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cli::{Backend, RuntimeKind, parse_backend, parse_runtime};
 use futures::future::{Either, select};
 use netring::pcap::PcapWriter;
 use netring::runtime::Runtime;
@@ -51,19 +54,6 @@ Prints `packets=N bytes=B drops=D` at the end.";
 /// Longest single wait, so a signal or the deadline is noticed promptly.
 const POLL_STEP: Duration = Duration::from_millis(100);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RuntimeKind {
-    Sync,
-    Tokio,
-    Smol,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    AfPacket,
-    Xdp,
-}
-
 struct Args {
     iface: String,
     count: Option<u64>,
@@ -78,33 +68,6 @@ struct Args {
 fn bad_args(msg: &str) -> ! {
     eprintln!("capture: {msg}\n\n{USAGE}");
     std::process::exit(2);
-}
-
-fn parse_runtime(value: &str) -> RuntimeKind {
-    let (kind, built) = match value {
-        "sync" => (RuntimeKind::Sync, true),
-        "tokio" => (RuntimeKind::Tokio, cfg!(feature = "tokio")),
-        "smol" => (RuntimeKind::Smol, cfg!(feature = "smol")),
-        _ => bad_args(&format!(
-            "--runtime: unknown runtime `{value}` (sync, tokio, smol)"
-        )),
-    };
-    if !built {
-        bad_args(&format!(
-            "--runtime {value}: this build lacks the `{value}` feature (build with --features {value})"
-        ));
-    }
-    kind
-}
-
-fn parse_backend(value: &str) -> Backend {
-    match value {
-        "afpacket" => Backend::AfPacket,
-        "xdp" => Backend::Xdp,
-        _ => bad_args(&format!(
-            "--backend: unknown backend `{value}` (afpacket, xdp)"
-        )),
-    }
 }
 
 fn parse_args() -> Args {
@@ -159,8 +122,8 @@ fn parse_args() -> Args {
             }
             "--write" => out.write = Some(value),
             "--netns" => out.netns = Some(value),
-            "--runtime" => out.runtime = parse_runtime(&value),
-            "--backend" => out.backend = parse_backend(&value),
+            "--runtime" => out.runtime = parse_runtime(&value).unwrap_or_else(|m| bad_args(&m)),
+            "--backend" => out.backend = parse_backend(&value).unwrap_or_else(|m| bad_args(&m)),
             _ => unreachable!(),
         }
     }
@@ -169,22 +132,6 @@ fn parse_args() -> Args {
         None => bad_args("--iface is required"),
     }
     out
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// SIGINT and SIGTERM end the capture cleanly (the final line is still printed).
-fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
-        }
-    }
 }
 
 struct Totals {
@@ -302,7 +249,7 @@ impl Counter {
 
 /// How long the next wait may last; `None` once the capture should end.
 fn next_wait(counter: &Counter, deadline: Option<Instant>) -> Option<Duration> {
-    if counter.full() || STOP.load(Ordering::Relaxed) {
+    if counter.full() || cli::stop_requested() {
         return None;
     }
     match deadline {
@@ -489,7 +436,7 @@ fn run(args: &Args) -> Result<Totals, String> {
 
 fn main() -> ExitCode {
     let args = parse_args();
-    install_signal_handlers();
+    cli::install_signal_handlers();
     match run(&args) {
         Ok(t) => {
             println!("packets={} bytes={} drops={}", t.packets, t.bytes, t.drops);

@@ -20,6 +20,9 @@
 //!
 //! Every 64 frames the queued ones are handed to the kernel (a flush that does not wait).
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::fs::File;
 use std::future::Future;
 use std::io::BufReader;
@@ -27,6 +30,7 @@ use std::pin::pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cli::{Backend, RuntimeKind, parse_backend, parse_runtime};
 use futures::SinkExt;
 use futures::future::{Either, select};
 use netring::pcap::{LINKTYPE_ETHERNET, PcapReader};
@@ -54,19 +58,6 @@ const FLUSH_EVERY: u64 = 64;
 /// How long to wait for the last frames to leave.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RuntimeKind {
-    Sync,
-    Tokio,
-    Smol,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    AfPacket,
-    Xdp,
-}
-
 enum Source {
     Read { path: String, repeat: u64 },
     Synthetic { len: usize, count: u64 },
@@ -90,33 +81,6 @@ fn number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
     value
         .parse()
         .unwrap_or_else(|_| bad_args(&format!("{flag}: `{value}` is not a valid number")))
-}
-
-fn parse_runtime(value: &str) -> RuntimeKind {
-    let (kind, built) = match value {
-        "sync" => (RuntimeKind::Sync, true),
-        "tokio" => (RuntimeKind::Tokio, cfg!(feature = "tokio")),
-        "smol" => (RuntimeKind::Smol, cfg!(feature = "smol")),
-        _ => bad_args(&format!(
-            "--runtime: unknown runtime `{value}` (sync, tokio, smol)"
-        )),
-    };
-    if !built {
-        bad_args(&format!(
-            "--runtime {value}: this build lacks the `{value}` feature (build with --features {value})"
-        ));
-    }
-    kind
-}
-
-fn parse_backend(value: &str) -> Backend {
-    match value {
-        "afpacket" => Backend::AfPacket,
-        "xdp" => Backend::Xdp,
-        _ => bad_args(&format!(
-            "--backend: unknown backend `{value}` (afpacket, xdp)"
-        )),
-    }
 }
 
 fn parse_args() -> Args {
@@ -157,8 +121,8 @@ fn parse_args() -> Args {
             "--synthetic" => synthetic = Some(number::<usize>(&flag, &value)),
             "--count" => count = Some(number::<u64>(&flag, &value)),
             "--netns" => netns = Some(value),
-            "--runtime" => runtime = parse_runtime(&value),
-            "--backend" => backend = parse_backend(&value),
+            "--runtime" => runtime = parse_runtime(&value).unwrap_or_else(|m| bad_args(&m)),
+            "--backend" => backend = parse_backend(&value).unwrap_or_else(|m| bad_args(&m)),
             _ => unreachable!(),
         }
     }

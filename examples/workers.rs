@@ -30,9 +30,12 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(feature = "tokio")]
+#[path = "common/cli.rs"]
+mod cli;
+
+#[cfg(feature = "tokio")]
 mod imp {
     use std::process::ExitCode;
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use futures::StreamExt;
@@ -132,22 +135,6 @@ Prints each worker's counts on stderr and `packets=N bytes=B drops=D` on stdout 
         out
     }
 
-    static STOP: AtomicBool = AtomicBool::new(false);
-
-    extern "C" fn on_signal(_: libc::c_int) {
-        STOP.store(true, Ordering::Relaxed);
-    }
-
-    /// SIGINT and SIGTERM end the run cleanly (the counts are still printed).
-    fn install_signal_handlers() {
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-            unsafe {
-                libc::signal(sig, on_signal as *const () as libc::sighandler_t);
-            }
-        }
-    }
-
     /// One batch for a worker, and how many of its packets to count (the last batch of a
     /// `--count` run may be cut short).
     struct Job {
@@ -214,7 +201,7 @@ Prints each worker's counts on stderr and `packets=N bytes=B drops=D` on stdout 
         let mut handed_out = 0u64;
         let mut next = 0usize;
         let mut failure = None;
-        while handed_out < limit && !STOP.load(Ordering::Relaxed) {
+        while handed_out < limit && !super::cli::stop_requested() {
             // `next()` is cancel-safe: losing the race to the timers loses no batch.
             let item = tokio::select! {
                 item = rx.next() => item,
@@ -264,7 +251,7 @@ Prints each worker's counts on stderr and `packets=N bytes=B drops=D` on stdout 
 
     pub fn main() -> ExitCode {
         let args = parse_args();
-        install_signal_handlers();
+        super::cli::install_signal_handlers();
         let rt = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
