@@ -35,12 +35,19 @@
 
 pub mod afpacket;
 mod bpf;
+#[cfg(feature = "codec")]
+pub mod codec;
+pub mod combinators;
 mod error;
+pub mod filter;
 mod frame;
 mod iface;
 pub mod netns;
+mod packet;
 pub mod pcap;
 pub mod runtime;
+#[cfg(feature = "tower")]
+pub mod service;
 mod sys;
 pub mod xdp;
 
@@ -52,3 +59,4 @@ pub use afpacket::{
 pub use bpf::{BpfInsn, BpfProgram};
 pub use error::{Error, GeometryError, Result};
 pub use iface::Interface;
+pub use packet::AsPacket;

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 
 #[cfg(feature = "smol")]
 mod smol;
+mod timer;
 #[cfg(feature = "tokio")]
 mod tokio;
 

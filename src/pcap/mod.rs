@@ -14,6 +14,8 @@
 //! # Ok::<(), netring::Error>(())
 //! ```
 
+mod stream;
+
 use std::io::{self, Read, Write};
 
 use crate::afpacket::{OwnedPacket, Packet, Timestamp, VlanTag};

@@ -1,5 +1,7 @@
 //! Classic BPF programs (the kind `tcpdump -dd` prints), attached to packet sockets in the kernel.
 
+mod interp;
+
 use crate::error::{Error, Result};
 
 /// Largest program the kernel accepts (`BPF_MAXINSNS`).

@@ -1,0 +1,1 @@
+//! Classic BPF interpreter (in progress).

@@ -1,0 +1,1 @@
+//! tokio-util codecs over packet streams and TX sinks (in progress).

@@ -1,0 +1,1 @@
+//! Stream combinators over packet streams (in progress).

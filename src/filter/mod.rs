@@ -1,0 +1,1 @@
+//! tcpdump-style filter expressions compiled to classic BPF (in progress).

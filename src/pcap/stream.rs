@@ -1,0 +1,1 @@
+//! pcap files as Streams and Sinks (in progress).

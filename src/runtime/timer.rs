@@ -1,0 +1,1 @@
+//! A runtime-agnostic timer (in progress).

@@ -1,0 +1,1 @@
+//! Driving a tower Service with packets (in progress).
