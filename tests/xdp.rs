@@ -1497,3 +1497,136 @@ fn umem_on_huge_pages() {
         assert_no_xdp(&net, &net.b, "after the failed open");
     }
 }
+
+/// Two sockets on the queues of a 2-queue veth share one UMEM; every frame either receives is
+/// forwarded, without a copy, by the OTHER socket. Each socket has 64 RX frames and 2000 frames
+/// arrive, so receiving goes on only if every forwarded frame comes back to the fill ring of the
+/// socket that received it. tcpdump on the peer sees every frame, byte for byte.
+#[test]
+fn forwards_frames_between_sockets_sharing_a_umem() {
+    if !can_run(
+        "forwards_frames_between_sockets_sharing_a_umem",
+        &["scapy", "taskset", "tcpdump"],
+    ) {
+        return;
+    }
+    const N: usize = 2000;
+    const CHUNK: usize = 40;
+    let sf = scapy_frames("xdp-fwd-shared", N, 43, 60, 1514, 0);
+    let net = TestNet::with_options(1500, 2);
+    let dump = Dump::start(
+        &net,
+        &net.a,
+        "xdp-fwd-shared.pcap",
+        "ether src 02:4e:52:00:00:02",
+    );
+    let mut xsks = net
+        .within(|| {
+            XdpSocket::builder(&net.b)
+                .frame_count(128)
+                .rx_frames(64)
+                .ring_size(64)
+                .share_umem(true)
+                .open_queues(0..2)
+        })
+        .unwrap();
+    let mut sender = ChunkSender::start(&net, &net.a, &sf.file);
+    let mut received = [0usize; 2];
+    let forwarded = {
+        let _pin = pin_to_one_cpu();
+        let deadline = Instant::now() + PATIENCE;
+        let mut forwarded = 0usize;
+        while forwarded < N && Instant::now() < deadline {
+            if forwarded == sender.requested {
+                sender.request(CHUNK.min(N - forwarded));
+            }
+            for q in 0..2 {
+                let Some(mut batch) = xsks[q].next_batch(Some(Duration::from_millis(20))).unwrap()
+                else {
+                    continue;
+                };
+                let other = 1 - q;
+                for i in 0..batch.len() {
+                    let mut frame = batch.take(i).expect("not taken yet");
+                    if !is_ours(frame.data()) {
+                        continue;
+                    }
+                    received[q] += 1;
+                    swap_macs(frame.data_mut());
+                    xsks[other].send_frame(frame).unwrap();
+                    forwarded += 1;
+                }
+                drop(batch);
+                // Completions on the other socket return the frames to this one.
+                xsks[other].flush().unwrap();
+            }
+        }
+        for xsk in &mut xsks {
+            assert!(
+                xsk.wait_sent(Some(PATIENCE)).unwrap(),
+                "forwarded frames left in flight"
+            );
+        }
+        forwarded
+    };
+    assert_eq!(sender.finish(), N, "scapy's count");
+    assert_eq!(forwarded, N, "received per queue: {received:?}");
+    let mut got = dump.finish(N);
+    let mut want: Vec<Vec<u8>> = sf
+        .frames
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            swap_macs(&mut f);
+            f
+        })
+        .collect();
+    // Two TX queues: frames from different sockets may interleave differently.
+    got.sort();
+    want.sort();
+    assert_frames("forwarded across sockets", &got, &want);
+    for xsk in &xsks {
+        let stats = xsk.stats().unwrap();
+        assert_clean_rx("cross-socket forwarding", stats);
+        assert_eq!(stats.tx_invalid_descs, 0, "{stats:?}");
+    }
+    eprintln!("received per queue {received:?}, each forwarded by the other socket");
+}
+
+/// A frame from a socket with its own UMEM cannot be sent by another socket without a copy: a
+/// typed error, and the frame goes back to its owner.
+#[test]
+fn send_frame_from_a_foreign_umem_is_refused() {
+    if !can_run("send_frame_from_a_foreign_umem_is_refused", &["scapy"]) {
+        return;
+    }
+    let net = TestNet::new();
+    let mut rx = open_in(
+        &net,
+        XdpSocket::builder(&net.b).frame_count(64).ring_size(32),
+    );
+    let mut tx = open_in(
+        &net,
+        XdpSocket::builder(&net.a).frame_count(64).ring_size(32),
+    );
+    let sf = scapy_frames("xdp-foreign", 5, 44, 60, 200, 0);
+    let mut sender = ChunkSender::start(&net, &net.a, &sf.file);
+    sender.request(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let frame = loop {
+        assert!(Instant::now() < deadline, "no frame arrived");
+        if let Some(mut batch) = rx.next_batch(Some(Duration::from_millis(100))).unwrap() {
+            if let Some(i) =
+                (0..batch.len()).find(|&i| batch.get(i).is_some_and(|p| is_ours(p.data())))
+            {
+                break batch.take(i).unwrap();
+            }
+        }
+    };
+    match tx.send_frame(frame) {
+        Err(Error::InvalidConfig(msg)) => assert!(msg.contains("share_umem"), "{msg}"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    assert_eq!(tx.in_flight(), 0);
+    assert_eq!(sender.finish(), 5);
+}

@@ -93,6 +93,16 @@ impl UmemLayout {
         u64::from(frame) * u64::from(self.frame_size)
     }
 
+    /// Which socket's region of a shared UMEM `addr` lies in (0 when the UMEM is not shared).
+    pub(crate) fn region_of(&self, addr: u64) -> usize {
+        (self.frame_of(addr) / (self.rx_frames + self.tx_frames)) as usize
+    }
+
+    /// The region this layout's socket owns.
+    pub(crate) fn own_region(&self) -> usize {
+        (self.first / (self.rx_frames + self.tx_frames)) as usize
+    }
+
     pub(crate) fn is_rx_frame(&self, addr: u64) -> bool {
         self.rx_pool().contains(&self.frame_of(addr))
     }
@@ -148,6 +158,11 @@ impl Umem {
         Self::with_mem(self.mem.clone(), layout)
     }
 
+    /// True if both views are of one mapping (sockets sharing a UMEM).
+    pub(crate) fn same_area(&self, other: &Umem) -> bool {
+        Arc::ptr_eq(&self.mem, &other.mem)
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.mem.as_ptr()
     }
@@ -201,6 +216,9 @@ mod tests {
         assert_eq!(r[1].rx_pool(), 64..112);
         assert_eq!(r[1].tx_pool(), 112..128);
         assert!(r[1].is_rx_frame(100 * 2048));
+        assert_eq!(r[1].own_region(), 1);
+        assert_eq!(r[0].region_of(100 * 2048 + 7), 1);
+        assert_eq!(r[2].region_of(191 * 2048), 2);
         assert!(!r[0].is_rx_frame(100 * 2048));
         assert!(!r[1].is_rx_frame(120 * 2048));
         assert_eq!(r[2].tx_pool().end, 192);

@@ -313,6 +313,7 @@ impl XdpSocketBuilder {
             queue: self.queue,
             iface,
             redirect: None,
+            lenders: Vec::new(),
             sock,
         })
     }
@@ -346,6 +347,9 @@ pub struct XdpSocket {
     iface: Interface,
     /// The program feeding this socket, shared with sockets on other queues.
     redirect: Option<Arc<Redirect>>,
+    /// Sharing a UMEM: the owners of other regions whose RX frames this socket forwarded, by
+    /// region, so each frame goes back to its owner's fill ring when its transmission completes.
+    lenders: Vec<Option<Arc<Shared>>>,
 }
 
 impl XdpSocket {
@@ -529,7 +533,13 @@ impl XdpSocket {
             let layout = self.shared.umem.layout;
             for &addr in &buf[..n] {
                 let base = layout.frame_addr(layout.frame_of(addr));
-                if layout.is_rx_frame(base) {
+                let region = layout.region_of(base);
+                if region != layout.own_region() {
+                    // Forwarded from a socket sharing the UMEM: back to that socket.
+                    if let Some(Some(owner)) = self.lenders.get(region) {
+                        owner.recycle(std::iter::once(base));
+                    }
+                } else if layout.is_rx_frame(base) {
                     self.scratch.push(base);
                 } else {
                     self.tx_free.push(base);
@@ -585,16 +595,27 @@ impl XdpSocket {
         self.push_tx();
     }
 
-    /// Transmits a received frame as it is, without a copy. It must come from this socket's UMEM.
+    /// Transmits a received frame as it is, without a copy. It must come from this socket's UMEM
+    /// or, with [`share_umem`](XdpSocketBuilder::share_umem), from any socket sharing it: the
+    /// frame then goes back to its own socket's fill ring once its transmission completes here.
     pub fn send_frame(&mut self, frame: XdpFrame) -> Result<()> {
         let (shared, addr, len) = frame.into_raw();
         if !Arc::ptr_eq(&shared, &self.shared) {
-            // Not ours: give it back to its owner and refuse.
-            let layout = shared.umem.layout;
-            shared.recycle(std::iter::once(layout.frame_addr(layout.frame_of(addr))));
-            return Err(Error::InvalidConfig(
-                "the frame belongs to another socket's UMEM".into(),
-            ));
+            if !shared.umem.same_area(&self.shared.umem) {
+                // Not in our UMEM: give it back to its owner and refuse.
+                let layout = shared.umem.layout;
+                shared.recycle(std::iter::once(layout.frame_addr(layout.frame_of(addr))));
+                return Err(Error::InvalidConfig(
+                    "the frame belongs to another socket's UMEM: copy it with send(), or open \
+                     both sockets with share_umem(true)"
+                        .into(),
+                ));
+            }
+            let region = self.shared.umem.layout.region_of(addr);
+            if self.lenders.len() <= region {
+                self.lenders.resize(region + 1, None);
+            }
+            self.lenders[region].get_or_insert(shared);
         }
         self.queue_desc(addr, len);
         Ok(())
