@@ -103,6 +103,16 @@ pub enum Error {
         index: u32,
     },
 
+    /// The kernel refused a socket into a fanout group (or its program); `reason` says why and
+    /// what to do.
+    #[error("fanout group {group_id}: {reason}")]
+    Fanout {
+        /// The group id.
+        group_id: u16,
+        /// What was refused and what to do instead.
+        reason: String,
+    },
+
     /// A classic BPF program is malformed.
     #[error("invalid BPF program: {0}")]
     InvalidFilter(String),

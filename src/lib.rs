@@ -52,9 +52,9 @@ mod sys;
 pub mod xdp;
 
 pub use afpacket::{
-    AsyncCapture, AsyncInjector, Batch, Capture, CaptureBuilder, Fanout, FanoutFlags, FanoutMode,
-    Injector, InjectorBuilder, OwnedPacket, Packet, PacketStream, PacketType, Packets, Protocol,
-    Stats, Timestamp, TimestampSource, Timestamping, TxSlot, VlanTag,
+    AsyncCapture, AsyncInjector, Batch, Capture, CaptureBuilder, Fanout, FanoutFlags, FanoutGroup,
+    FanoutMode, Injector, InjectorBuilder, OwnedPacket, Packet, PacketStream, PacketType, Packets,
+    Protocol, SocketProgram, Stats, Timestamp, TimestampSource, Timestamping, TxSlot, VlanTag,
 };
 pub use bpf::{BpfInsn, BpfProgram};
 pub use error::{Error, GeometryError, Result};

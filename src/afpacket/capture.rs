@@ -1,11 +1,12 @@
 //! TPACKET_V3 capture: the builder, the reader, and its statistics.
 
-use std::ops::{Add, AddAssign, BitOr};
+use std::ops::{Add, AddAssign};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::batch::Batch;
+use super::fanout::{Fanout, FanoutMode};
 use super::ring::{Cursor, NotReady, RxRing};
 use super::socket::PacketSocket;
 use crate::bpf::BpfProgram;
@@ -52,119 +53,6 @@ pub enum Timestamping {
     /// device, e.g. with `hwstamp_ctl -r 1`); packets without one fall back to software time.
     /// [`Packet::timestamp_source`](super::Packet::timestamp_source) tells which each one carries.
     Hardware,
-}
-
-/// How a fanout group spreads packets over its sockets (`PACKET_FANOUT_*`).
-///
-/// ```no_run
-/// use netring::{Capture, Fanout, FanoutMode};
-/// // Four sockets sharing the traffic of eth0, each flow on one of them.
-/// let caps: Vec<Capture> = (0..4)
-///     .map(|_| Capture::builder("eth0").fanout(Fanout::new(FanoutMode::Hash, 42)).open())
-///     .collect::<Result<_, _>>()?;
-/// # Ok::<(), netring::Error>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FanoutMode {
-    /// By flow hash: every packet of a flow goes to the same socket.
-    Hash,
-    /// Round robin.
-    LoadBalance,
-    /// By the CPU that received the packet.
-    Cpu,
-    /// Fill one socket, then roll over to the next.
-    Rollover,
-    /// Random.
-    Random,
-    /// By the packet's receive queue (`skb_get_queue_mapping`).
-    QueueMapping,
-}
-
-impl FanoutMode {
-    fn raw(self) -> u32 {
-        match self {
-            FanoutMode::Hash => libc::PACKET_FANOUT_HASH,
-            FanoutMode::LoadBalance => libc::PACKET_FANOUT_LB,
-            FanoutMode::Cpu => libc::PACKET_FANOUT_CPU,
-            FanoutMode::Rollover => libc::PACKET_FANOUT_ROLLOVER,
-            FanoutMode::Random => libc::PACKET_FANOUT_RND,
-            FanoutMode::QueueMapping => libc::PACKET_FANOUT_QM,
-        }
-    }
-}
-
-/// Fanout flags (`PACKET_FANOUT_FLAG_*`), combined with `|`.
-///
-/// ```
-/// use netring::{Fanout, FanoutFlags, FanoutMode};
-/// let f = Fanout::new(FanoutMode::Hash, 7).flags(FanoutFlags::DEFRAG | FanoutFlags::ROLLOVER);
-/// assert_eq!(f.flags.bits(), 0x9000);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FanoutFlags(u16);
-
-impl FanoutFlags {
-    /// No flags.
-    pub const NONE: Self = Self(0);
-    /// Reassemble IP fragments before hashing, so fragments of a datagram stay together.
-    pub const DEFRAG: Self = Self(libc::PACKET_FANOUT_FLAG_DEFRAG as u16);
-    /// Roll over to another socket when the chosen one is full.
-    pub const ROLLOVER: Self = Self(libc::PACKET_FANOUT_FLAG_ROLLOVER as u16);
-    /// Let the kernel pick an unused group id (the group id given must then be 0).
-    pub const UNIQUE_ID: Self = Self(libc::PACKET_FANOUT_FLAG_UNIQUEID as u16);
-    /// Do not deliver outgoing packets to the group.
-    pub const IGNORE_OUTGOING: Self = Self(libc::PACKET_FANOUT_FLAG_IGNORE_OUTGOING as u16);
-
-    /// The raw bits.
-    pub fn bits(self) -> u16 {
-        self.0
-    }
-}
-
-impl BitOr for FanoutFlags {
-    type Output = Self;
-    fn bitor(self, rhs: Self) -> Self {
-        Self(self.0 | rhs.0)
-    }
-}
-
-/// Membership of a kernel fanout group: sockets on one interface with the same group id share
-/// its traffic, each packet delivered to exactly one of them.
-///
-/// ```
-/// use netring::{Fanout, FanoutMode};
-/// let group = Fanout::new(FanoutMode::LoadBalance, 1000);
-/// assert_eq!(group.group_id, 1000);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fanout {
-    /// Spreading policy; all members must use the same one.
-    pub mode: FanoutMode,
-    /// Group id, unique per network namespace.
-    pub group_id: u16,
-    /// Flags; all members must use the same ones.
-    pub flags: FanoutFlags,
-}
-
-impl Fanout {
-    /// A group with no flags.
-    pub fn new(mode: FanoutMode, group_id: u16) -> Self {
-        Self {
-            mode,
-            group_id,
-            flags: FanoutFlags::NONE,
-        }
-    }
-
-    /// Sets the flags.
-    pub fn flags(mut self, flags: FanoutFlags) -> Self {
-        self.flags = flags;
-        self
-    }
-
-    fn raw(&self) -> u32 {
-        u32::from(self.group_id) | ((self.mode.raw() | u32::from(self.flags.0)) << 16)
-    }
 }
 
 /// Kernel counters of a capture socket (`PACKET_STATISTICS`).
@@ -332,9 +220,24 @@ impl CaptureBuilder {
         self.filter = Some(program);
         self
     }
-    /// Joins a kernel fanout group (default none).
+    /// Joins a kernel fanout group (default none). With [`FanoutMode::Cbpf`] or
+    /// [`FanoutMode::Ebpf`], the program is set for the whole group once this socket has joined
+    /// (replacing the group's previous one). To open every member of a group at once, in a known
+    /// order, use [`FanoutGroup`](super::FanoutGroup).
+    ///
+    /// No packet reaches the socket before it is in the group: until then it holds a
+    /// reject-all filter, so a packet the group gives another member is never delivered here
+    /// too (the few the group hands it in the instant between joining and lifting that filter
+    /// are dropped).
     pub fn fanout(mut self, fanout: Fanout) -> Self {
         self.fanout = Some(fanout);
+        self
+    }
+
+    /// The same settings on another interface (for [`FanoutGroup`](super::FanoutGroup)'s
+    /// template).
+    pub(crate) fn with_interface(mut self, interface: &str) -> Self {
+        interface.clone_into(&mut self.interface);
         self
     }
 
@@ -386,11 +289,23 @@ impl CaptureBuilder {
     /// filter and options, and only then is bound to the interface: the first block holds only
     /// packets from this interface that passed the filter.
     pub fn open(self) -> Result<Capture> {
+        self.open_member(true)
+    }
+
+    /// Opens the capture; in a fanout group with a program mode, sets the group's program if
+    /// `set_program` (a [`FanoutGroup`](super::FanoutGroup) sets it once, after its last member).
+    pub(crate) fn open_member(self, set_program: bool) -> Result<Capture> {
         self.validate()?;
+        if let Some(fanout) = &self.fanout {
+            fanout.validate()?;
+        }
         let iface = Interface::by_name(&self.interface)?;
         let sock = PacketSocket::open()?;
         sock.set_version(libc::tpacket_versions::TPACKET_V3)?;
-        if let Some(prog) = &self.filter {
+        if self.fanout.is_some() {
+            // Bound but not yet in the group, the socket would get a copy of every packet.
+            sock.attach_filter(&BpfProgram::reject_all())?;
+        } else if let Some(prog) = &self.filter {
             sock.attach_filter(prog)?;
         }
         if self.ignore_outgoing {
@@ -424,11 +339,16 @@ impl CaptureBuilder {
             sock.set_promiscuous(iface.index())?;
         }
         if let Some(fanout) = &self.fanout {
-            sock.join_fanout(fanout.raw())?;
+            sock.join_fanout(fanout.raw())
+                .map_err(|e| fanout.join_error(e))?;
+            match &self.filter {
+                Some(prog) => sock.attach_filter(prog)?,
+                None => sock.detach_filter()?,
+            }
         }
         let epoll = Epoll::watch(sock.as_fd(), (libc::EPOLLIN | libc::EPOLLERR) as u32)
             .map_err(|e| Error::os("epoll", e))?;
-        Ok(Capture {
+        let cap = Capture {
             drain_grace: self.block_timeout * 2 + Duration::from_millis(20),
             sock,
             epoll,
@@ -441,7 +361,12 @@ impl CaptureBuilder {
             gone: false,
             down: false,
             in_fanout: self.fanout.is_some(),
-        })
+        };
+        if let (Some(fanout), true) = (&self.fanout, set_program) {
+            let id = cap.fanout_group_id().unwrap_or(fanout.group_id);
+            cap.set_fanout_program(&fanout.mode, id)?;
+        }
+        Ok(cap)
     }
 }
 
@@ -742,7 +667,7 @@ impl Capture {
     }
 
     /// The kernel's id of the fanout group this capture is in, if any (useful with
-    /// [`FanoutFlags::UNIQUE_ID`]).
+    /// [`FanoutFlags::UNIQUE_ID`](super::FanoutFlags::UNIQUE_ID)).
     pub fn fanout_group_id(&self) -> Option<u16> {
         if !self.in_fanout {
             return None;
@@ -752,6 +677,33 @@ impl Capture {
         let v: libc::c_int =
             sys::getsockopt(self.sock.as_fd(), libc::SOL_PACKET, libc::PACKET_FANOUT).ok()?;
         Some(v as u32 as u16)
+    }
+}
+
+impl Capture {
+    /// Sets the program of the fanout group this capture is in, for the program modes (the
+    /// kernel takes it only from a member: the group must exist).
+    pub(crate) fn set_fanout_program(&self, mode: &FanoutMode, group_id: u16) -> Result<()> {
+        let result = match mode {
+            FanoutMode::Cbpf(prog) => self.sock.set_fanout_cbpf(prog),
+            FanoutMode::Ebpf(prog) => self.sock.set_fanout_ebpf(prog.as_fd()),
+            _ => return Ok(()),
+        };
+        result.map_err(|e| match (mode, e.raw_os_error()) {
+            (FanoutMode::Cbpf(_), Some(libc::EINVAL)) => Error::InvalidFilter(format!(
+                "the kernel refused the fanout program of group {group_id} ({e}): it has an \
+                 invalid opcode, jump or memory access, or divides by a constant 0"
+            )),
+            (FanoutMode::Ebpf(prog), Some(libc::EINVAL)) => Error::Fanout {
+                group_id,
+                reason: format!(
+                    "the kernel refused eBPF program {} as the group's program ({e}): it must be \
+                     a BPF_PROG_TYPE_SOCKET_FILTER program",
+                    prog.id()
+                ),
+            },
+            _ => Error::os("PACKET_FANOUT_DATA (setting the fanout program)", e),
+        })
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod batch;
 mod capture;
+mod fanout;
 mod ring;
 mod sink;
 mod socket;
@@ -18,9 +19,8 @@ mod tx;
 pub use batch::{
     Batch, OwnedPacket, Packet, PacketType, Packets, Timestamp, TimestampSource, VlanTag,
 };
-pub use capture::{
-    Capture, CaptureBuilder, Fanout, FanoutFlags, FanoutMode, Protocol, Stats, Timestamping,
-};
+pub use capture::{Capture, CaptureBuilder, Protocol, Stats, Timestamping};
+pub use fanout::{Fanout, FanoutFlags, FanoutGroup, FanoutMode, MAX_FANOUT_MEMBERS, SocketProgram};
 pub use sink::AsyncInjector;
 pub use stream::{AsyncCapture, PacketStream};
 pub use tx::{Injector, InjectorBuilder, TxSlot};

@@ -2,7 +2,7 @@
 //! error. Shared by the RX ([`Capture`](super::Capture)) and TX ([`Injector`](super::Injector))
 //! sides.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use crate::bpf::BpfProgram;
@@ -112,8 +112,59 @@ impl PacketSocket {
             .map_err(|e| Error::os("binding the packet socket", e))
     }
 
-    pub(crate) fn join_fanout(&self, arg: u32) -> Result<()> {
-        self.set_packet_int(libc::PACKET_FANOUT, arg, "PACKET_FANOUT")
+    /// `PACKET_FANOUT` with `id | (mode | flags) << 16`; the raw error, for the caller to explain.
+    pub(crate) fn join_fanout(&self, arg: u32) -> std::io::Result<()> {
+        sys::setsockopt(
+            self.fd.as_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT,
+            &(arg as libc::c_int),
+        )
+    }
+
+    /// The group's classic program (`PACKET_FANOUT_DATA` in `PACKET_FANOUT_CBPF` mode). The
+    /// socket must already be in the group.
+    pub(crate) fn set_fanout_cbpf(&self, prog: &BpfProgram) -> std::io::Result<()> {
+        let insns = prog.to_sock_filters();
+        let len = u16::try_from(insns.len())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let fprog = libc::sock_fprog {
+            len,
+            filter: insns.as_ptr().cast_mut(),
+        };
+        // The kernel copies the program during the call; `insns` outlives it.
+        sys::setsockopt(
+            self.fd.as_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT_DATA,
+            &fprog,
+        )
+    }
+
+    /// The group's eBPF program (`PACKET_FANOUT_DATA` in `PACKET_FANOUT_EBPF` mode): the kernel
+    /// takes its own reference, so `prog` may be closed afterwards.
+    pub(crate) fn set_fanout_ebpf(&self, prog: BorrowedFd<'_>) -> std::io::Result<()> {
+        let fd: libc::c_int = prog.as_raw_fd();
+        sys::setsockopt(
+            self.fd.as_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT_DATA,
+            &fd,
+        )
+    }
+
+    /// Removes the socket's filter (`SO_DETACH_FILTER`).
+    pub(crate) fn detach_filter(&self) -> Result<()> {
+        match self.set(
+            libc::SOL_SOCKET,
+            libc::SO_DETACH_FILTER,
+            &0,
+            "SO_DETACH_FILTER",
+        ) {
+            // No filter attached: nothing to remove.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => other,
+        }
     }
 
     pub(crate) fn statistics(&self) -> Result<libc::tpacket_stats_v3> {

@@ -23,6 +23,9 @@ const BPF_LINK_DETACH: libc::c_int = 34;
 // --- Object types and attach points ------------------------------------------------------------
 /// `BPF_MAP_TYPE_XSKMAP`: an array of AF_XDP sockets, the target of `bpf_redirect_map`.
 pub(crate) const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+/// `BPF_PROG_TYPE_SOCKET_FILTER`: runs on a socket's packets (`struct __sk_buff` context); the
+/// type `PACKET_FANOUT_EBPF` takes.
+pub(crate) const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 /// `BPF_PROG_TYPE_XDP`.
 pub(crate) const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `BPF_XDP` (enum bpf_attach_type): attach point of an XDP program on a network device.
