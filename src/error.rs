@@ -117,6 +117,18 @@ pub enum Error {
     #[error("invalid BPF program: {0}")]
     InvalidFilter(String),
 
+    /// A tcpdump-style filter expression could not be compiled; `column` (1-based, in characters)
+    /// points at the offending token.
+    #[error("filter \"{expression}\": column {column}: {message}")]
+    FilterSyntax {
+        /// The expression as given.
+        expression: String,
+        /// 1-based character column of the offending token (one past the end for "unexpected end").
+        column: usize,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+
     /// A pcap file is malformed or truncated. Records before the fault were returned.
     #[error("pcap: {0}")]
     Pcap(String),
@@ -290,5 +302,38 @@ impl Error {
             | Error::XdpAttach { source, .. } => source.raw_os_error(),
             _ => None,
         }
+    }
+}
+
+/// Lets code built around `std::io::Error` (tokio-util `Decoder`s and `Encoder`s such as
+/// `BytesCodec`, `?` in io functions) take netring errors. The kind follows the cause (OS errors
+/// keep theirs); the netring error stays inside (`get_ref()`, `into_inner()`, downcast).
+///
+/// ```
+/// let e = netring::Error::NoSuchInterface { name: "eth9".into() };
+/// let io: std::io::Error = e.into();
+/// assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+/// assert!(io.get_ref().unwrap().downcast_ref::<netring::Error>().is_some());
+/// ```
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::Io { source, .. }
+            | Error::RingAllocation { source, .. }
+            | Error::XdpAttach { source, .. } => source.kind(),
+            Error::NoSuchInterface { .. } | Error::InterfaceGone { .. } => io::ErrorKind::NotFound,
+            Error::PermissionDenied { .. } => io::ErrorKind::PermissionDenied,
+            Error::SinkNotReady => io::ErrorKind::WouldBlock,
+            Error::Geometry(_)
+            | Error::FrameTooLarge { .. }
+            | Error::FrameExceedsMtu { .. }
+            | Error::FrameTooShort { .. }
+            | Error::InvalidFilter(_)
+            | Error::FilterSyntax { .. }
+            | Error::InvalidConfig(_) => io::ErrorKind::InvalidInput,
+            Error::Pcap(_) => io::ErrorKind::InvalidData,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
     }
 }

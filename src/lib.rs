@@ -56,7 +56,7 @@ pub use afpacket::{
     FanoutMode, Injector, InjectorBuilder, OwnedPacket, Packet, PacketStream, PacketType, Packets,
     Protocol, SocketProgram, Stats, Timestamp, TimestampSource, Timestamping, TxSlot, VlanTag,
 };
-pub use bpf::{BpfInsn, BpfProgram};
+pub use bpf::{BpfInsn, BpfProgram, FrameInfo};
 pub use error::{Error, GeometryError, Result};
 pub use iface::Interface;
 pub use packet::AsPacket;

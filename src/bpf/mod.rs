@@ -2,6 +2,8 @@
 
 mod interp;
 
+pub use interp::FrameInfo;
+
 use crate::error::{Error, Result};
 
 /// Largest program the kernel accepts (`BPF_MAXINSNS`).
