@@ -68,3 +68,25 @@ pub fn install_signal_handlers() {
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
+
+/// Parses `--runtime` for an example that only runs async: `sync` is refused with a message.
+pub fn parse_async_runtime(value: &str) -> Result<RuntimeKind, String> {
+    match parse_runtime(value)? {
+        RuntimeKind::Sync => Err("--runtime sync: this example is async only (tokio, smol)".into()),
+        kind => Ok(kind),
+    }
+}
+
+/// The async runtime used without `--runtime`: tokio if this build has it, else smol.
+pub fn default_async_runtime() -> Result<RuntimeKind, String> {
+    if cfg!(feature = "tokio") {
+        Ok(RuntimeKind::Tokio)
+    } else if cfg!(feature = "smol") {
+        Ok(RuntimeKind::Smol)
+    } else {
+        Err(
+            "this build has no async runtime: build with --features tokio or --features smol"
+                .into(),
+        )
+    }
+}

@@ -1,6 +1,10 @@
 //! pcap files: write what a capture saw (nanosecond timestamps, VLAN tags put back into the frame
 //! as libpcap does), and read files for replay.
 //!
+//! Async: [`PcapReader::into_stream`] turns a file into a [`PcapStream`] that can keep the
+//! recorded pace ([`Pace`]), [`replay`] sends one into any TX sink, and a [`PcapWriter`] is a
+//! `Sink` of received frames.
+//!
 //! ```
 //! use netring::pcap::{PcapReader, PcapWriter};
 //! use netring::Timestamp;
@@ -17,9 +21,12 @@
 mod stream;
 
 use std::io::{self, Read, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use self::stream::{Pace, PcapStream, Replayed, replay};
 use crate::afpacket::{OwnedPacket, Packet, Timestamp, VlanTag};
 use crate::error::{Error, Result};
+use crate::packet::AsPacket;
 
 const MAGIC_USEC: u32 = 0xa1b2_c3d4;
 const MAGIC_NSEC: u32 = 0xa1b2_3c4d;
@@ -41,13 +48,16 @@ fn io_err(e: io::Error) -> Error {
 
 /// Writes an Ethernet pcap file with nanosecond timestamps.
 ///
+/// Anything that is [`AsPacket`] can be written ([`write`](Self::write)), and a `PcapWriter` is
+/// a `futures::Sink` of them too (blocking writes; see [`PcapStream`] for the other direction).
+///
 /// ```no_run
 /// # fn f(cap: &mut netring::Capture) -> netring::Result<()> {
 /// let file = std::io::BufWriter::new(std::fs::File::create("out.pcap").unwrap());
 /// let mut w = netring::pcap::PcapWriter::new(file)?;
 /// if let Some(batch) = cap.next_batch(None)? {
 ///     for pkt in &batch {
-///         w.write_packet(&pkt)?;
+///         w.write(&pkt)?;
 ///     }
 /// }
 /// w.flush()?;
@@ -105,14 +115,35 @@ impl<W: Write> PcapWriter<W> {
         Ok(())
     }
 
-    /// Writes a captured packet (timestamp, lengths and VLAN tag from the ring).
-    pub fn write_packet(&mut self, p: &Packet<'_>) -> Result<()> {
-        self.write_frame(p.timestamp(), p.wire_len(), p.data(), p.vlan())
+    /// Writes any received frame: its bytes and wire length, the VLAN tag the kernel stripped
+    /// put back (see [`write_frame`](Self::write_frame)), and its timestamp, or the current time
+    /// for frames that carry none (AF_XDP frames, plain buffers).
+    ///
+    /// ```
+    /// use netring::pcap::{PcapReader, PcapWriter};
+    ///
+    /// let mut file = Vec::new();
+    /// let mut w = PcapWriter::new(&mut file)?;
+    /// w.write(&vec![0xffu8; 60])?; // a Vec<u8>, stamped with the current time
+    /// w.into_inner()?;
+    /// let rec = PcapReader::new(&file[..])?.next().unwrap()?;
+    /// assert_eq!(rec.data, vec![0xff; 60]);
+    /// assert!(rec.timestamp.sec > 0);
+    /// # Ok::<(), netring::Error>(())
+    /// ```
+    pub fn write<P: AsPacket + ?Sized>(&mut self, p: &P) -> Result<()> {
+        let ts = p.timestamp().unwrap_or_else(now);
+        self.write_frame(ts, p.wire_len(), p.data(), p.vlan())
     }
 
-    /// Writes an owned captured packet.
+    /// Writes a captured packet: [`write`](Self::write) for a [`Packet`].
+    pub fn write_packet(&mut self, p: &Packet<'_>) -> Result<()> {
+        self.write(p)
+    }
+
+    /// Writes an owned captured packet: [`write`](Self::write) for an [`OwnedPacket`].
     pub fn write_owned(&mut self, p: &OwnedPacket) -> Result<()> {
-        self.write_frame(p.timestamp(), p.wire_len(), p.data(), p.vlan())
+        self.write(p)
     }
 
     /// Records written so far.
@@ -150,6 +181,24 @@ pub struct PcapRecord {
     pub wire_len: u32,
     /// The captured bytes.
     pub data: Vec<u8>,
+}
+
+impl AsRef<[u8]> for PcapRecord {
+    /// The captured bytes: a record can go straight into a TX `Sink<B: AsRef<[u8]>>`.
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// The current wall-clock time as a pcap timestamp.
+fn now() -> Timestamp {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        sec: u32::try_from(t.as_secs()).unwrap_or(u32::MAX),
+        nsec: t.subsec_nanos(),
+    }
 }
 
 /// Reads a pcap file (micro- or nanosecond, either byte order).

@@ -24,6 +24,7 @@ mod tokio;
 
 #[cfg(feature = "smol")]
 pub use self::smol::Smol;
+pub use self::timer::{Timer, sleep, sleep_until};
 #[cfg(feature = "tokio")]
 pub use self::tokio::Tokio;
 

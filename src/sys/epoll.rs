@@ -65,13 +65,7 @@ impl Epoll {
     pub(crate) fn watch(fd: BorrowedFd<'_>, events: u32) -> io::Result<Self> {
         // SAFETY: plain syscalls creating new descriptors.
         let epfd = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: as above.
-        let timer = owned(unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
-            )
-        })?;
+        let timer = timerfd()?;
         add(&epfd, fd, events, SOCKET_TOKEN)?;
         add(&epfd, timer.as_fd(), libc::EPOLLIN as u32, TIMER_TOKEN)?;
         Ok(Self { epfd, timer })
@@ -103,12 +97,8 @@ impl Epoll {
                 SOCKET_TOKEN => out.socket |= ev.events,
                 _ => {
                     out.timer = true;
-                    let mut ticks = [0u8; 8];
-                    // SAFETY: reads at most 8 bytes into `ticks`; the timer is non-blocking, so
-                    // this only resets its expiry count.
-                    unsafe {
-                        libc::read(self.timer.as_raw_fd(), ticks.as_mut_ptr().cast(), 8);
-                    }
+                    // Only resets the expiry count; the event already says it expired.
+                    let _ = read_timerfd(self.timer.as_fd());
                 }
             }
         }
@@ -117,25 +107,7 @@ impl Epoll {
 
     /// Arms the one-shot timer to expire after `after` (replacing any earlier setting).
     pub(crate) fn arm_timer(&self, after: Duration) -> io::Result<()> {
-        let after = after.max(Duration::from_nanos(1));
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: after.as_secs() as libc::time_t,
-                tv_nsec: after.subsec_nanos() as libc::c_long,
-            },
-        };
-        // SAFETY: `spec` is a valid itimerspec; the old value is not requested (null).
-        let rc = unsafe {
-            libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut())
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        arm_timerfd(self.timer.as_fd(), after)
     }
 }
 
@@ -144,4 +116,53 @@ impl AsFd for Epoll {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.epfd.as_fd()
     }
+}
+
+/// A non-blocking, close-on-exec `CLOCK_MONOTONIC` timerfd, disarmed.
+pub(crate) fn timerfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall creating a new descriptor.
+    owned(unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
+        )
+    })
+}
+
+/// Arms a timerfd to expire once, `after` from now (at least 1 ns: zero would disarm it),
+/// replacing any earlier setting and resetting its expiry count.
+pub(crate) fn arm_timerfd(timer: BorrowedFd<'_>, after: Duration) -> io::Result<()> {
+    let after = after.max(Duration::from_nanos(1));
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: after.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: after.subsec_nanos() as libc::c_long,
+        },
+    };
+    // SAFETY: `spec` is a valid itimerspec; the old value is not requested (null).
+    let rc = unsafe { libc::timerfd_settime(timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Takes a non-blocking timerfd's expiry count: how often it expired since the last read or
+/// arming (0 if not yet).
+pub(crate) fn read_timerfd(timer: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut ticks = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into `ticks`, which has room for 8.
+    let n = unsafe { libc::read(timer.as_raw_fd(), ticks.as_mut_ptr().cast(), 8) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(err),
+        };
+    }
+    Ok(if n == 8 { u64::from_ne_bytes(ticks) } else { 0 })
 }

@@ -672,3 +672,97 @@ impl Drop for ChunkSender {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Varied traffic (several protocols), for decoders and pcap streams.
+
+/// scapy: N varied frames, all from [`SRC_MAC`]: by index, IPv4 TCP / IPv4 UDP / ICMP echo
+/// request or reply / ARP request or reply / IPv6 UDP / IPv6 TCP SYN; every 7th (from the 4th)
+/// 802.1Q-tagged, every 43rd (from the 6th) double-tagged (802.1ad outer, 802.1Q inner);
+/// random payloads up to 1514 bytes on the wire, short frames padded to 60. With a 4th argument
+/// (comma-separated seconds), frame i is stamped at that offset from a fixed base time. Writes
+/// OUT with wrpcap and prints each frame in hex.
+const SCAPY_VARIED: &str = r#"
+import random, sys
+from scapy.all import (ARP, Dot1AD, Dot1Q, Ether, ICMP, IP, IPv6, Padding, Raw, TCP, UDP,
+                       wrpcap)
+out, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+times = [float(t) for t in sys.argv[4].split(",")] if len(sys.argv) > 4 else None
+rng = random.Random(seed)
+pkts = []
+for i in range(n):
+    l2 = Ether(src="02:4e:52:00:00:01", dst="02:4e:52:00:00:02")
+    if i % 43 == 5:
+        l2 = l2 / Dot1AD(vlan=rng.randint(1, 4094)) / Dot1Q(vlan=rng.randint(1, 4094))
+    elif i % 7 == 3:
+        l2 = l2 / Dot1Q(vlan=rng.randint(1, 4094), prio=rng.randint(0, 7))
+    a = "10.7.%d.%d" % (i // 200, i % 200 + 1)
+    kind = i % 6
+    if kind == 0:
+        p = l2 / IP(src=a, dst="10.7.250.1") / TCP(sport=1024 + i, dport=80, flags="PA",
+                                                    seq=rng.randint(0, 2**32 - 1))
+    elif kind == 1:
+        p = l2 / IP(src=a, dst="10.7.250.2") / UDP(sport=2000 + i, dport=53)
+    elif kind == 2:
+        p = l2 / IP(src=a, dst="10.7.250.3") / ICMP(type=8 if i % 12 == 2 else 0, id=i, seq=i)
+    elif kind == 3:
+        p = l2 / ARP(op=1 if i % 12 == 3 else 2, hwsrc="02:4e:52:00:00:01", psrc=a,
+                     pdst="10.7.250.4")
+    elif kind == 4:
+        p = l2 / IPv6(src="fd00::%x" % (i + 1), dst="fd00::1") / UDP(sport=3000 + i, dport=4000)
+    else:
+        p = l2 / IPv6(src="fd00::%x" % (i + 1), dst="fd00::2") / TCP(sport=5000 + i, dport=443,
+                                                                     flags="S")
+    if kind != 3:
+        room = 1514 - len(p)
+        size = room if i == 1 else rng.randint(0, min(room, 40) if i % 5 == 0 else room)
+        if size:
+            p = p / Raw(rng.randbytes(size))
+    if len(p) < 60:
+        p = p / Padding(bytes(60 - len(p)))
+    if times is not None:
+        p.time = 1700000000 + times[i]
+    pkts.append(p)
+wrpcap(out, pkts, linktype=1)
+sys.stdout.write("\n".join(bytes(p).hex() for p in pkts) + "\n")
+"#;
+
+/// A pcap scapy wrote, removed on drop unless the test failed.
+pub struct ScapyFile {
+    pub file: String,
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl Drop for ScapyFile {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.file);
+        }
+    }
+}
+
+/// Runs [`SCAPY_VARIED`]; checks the file holds the frames scapy printed.
+pub fn scapy_varied(name: &str, n: usize, seed: u64, times: Option<&[f64]>) -> ScapyFile {
+    let file = super::testnet::scratch(&format!("{name}.pcap"));
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "120", SCAPY_PYTHON, "-c", SCAPY_VARIED, &file])
+        .args([n.to_string(), seed.to_string()]);
+    if let Some(t) = times {
+        let t: Vec<String> = t.iter().map(|s| format!("{s:.6}")).collect();
+        cmd.arg(t.join(","));
+    }
+    let out = run(&mut cmd);
+    let frames: Vec<Vec<u8>> = String::from_utf8(out.stdout)
+        .expect("scapy prints text")
+        .lines()
+        .map(unhex)
+        .collect();
+    assert_eq!(frames.len(), n, "scapy printed {} frames", frames.len());
+    assert!(frames.iter().all(|f| (60..=1514).contains(&f.len())));
+    let in_file = read_pcap(&file);
+    assert_eq!(in_file.len(), n, "records in scapy's pcap");
+    for (i, (a, b)) in in_file.iter().zip(&frames).enumerate() {
+        assert_frame_eq("scapy pcap vs scapy hex", i, a, b);
+    }
+    ScapyFile { file, frames }
+}
