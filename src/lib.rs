@@ -57,6 +57,7 @@ pub use afpacket::{
     Protocol, SocketProgram, Stats, Timestamp, TimestampSource, Timestamping, TxSlot, VlanTag,
 };
 pub use bpf::{BpfInsn, BpfProgram, FrameInfo};
+pub use combinators::{BatchStreamExt, PacketStreamExt};
 pub use error::{Error, GeometryError, Result};
 pub use iface::Interface;
 pub use packet::AsPacket;

@@ -10,7 +10,7 @@
 mod batch;
 mod capture;
 mod fanout;
-mod ring;
+pub(crate) mod ring;
 mod sink;
 mod socket;
 mod stream;

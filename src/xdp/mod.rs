@@ -20,5 +20,5 @@ pub use attach::{AttachMode, XdpAttachment, XdpProgram, XskMap};
 pub use batch::{XdpBatch, XdpFrame, XdpPacket, XdpPackets};
 pub use program::{AluOp, Insn, JmpOp, Match, MemSize, Reg, XdpAction};
 pub use socket::BindMode;
-pub use stream::AsyncXdpSocket;
+pub use stream::{AsyncXdpSocket, XdpFrameStream};
 pub use xsk::{XdpSocket, XdpSocketBuilder, XdpStats};

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use futures::{Sink, Stream};
 
-use super::batch::XdpBatch;
+use super::batch::{XdpBatch, XdpFrame};
 use super::xsk::{XdpSocket, XdpSocketBuilder};
 use crate::error::{Error, Result};
 use crate::runtime::{Runtime, poll_until};
@@ -128,6 +128,16 @@ impl<R: Runtime> AsyncXdpSocket<R> {
         self.flush().await
     }
 
+    /// Flattens the stream into owned frames, one at a time, without copying (each is taken out
+    /// of its batch with [`XdpBatch::take`]): a `Stream<Item = Result<XdpFrame>>` for the
+    /// packet combinators ([`PacketStreamExt`](crate::combinators::PacketStreamExt)).
+    pub fn frames(self) -> XdpFrameStream<R> {
+        XdpFrameStream {
+            inner: self,
+            current: None,
+        }
+    }
+
     /// The underlying socket.
     pub fn get_ref(&self) -> &XdpSocket {
         &self.socket
@@ -180,6 +190,87 @@ impl<R: Runtime> fmt::Debug for AsyncXdpSocket<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncXdpSocket")
             .field("socket", &self.socket)
+            .finish()
+    }
+}
+
+/// A `Stream<Item = Result<XdpFrame>>`: the frames of an [`AsyncXdpSocket`], one at a time,
+/// without copying. Each [`XdpFrame`] owns its UMEM frame until dropped (then it goes back to the
+/// fill ring) or sent with [`XdpSocket::send_frame`]. Cancel-safe like [`AsyncXdpSocket`]; like
+/// it, the stream never ends by itself.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use netring::combinators::PacketStreamExt;
+/// use netring::{AsPacket, runtime::Runtime, xdp::XdpSocket};
+///
+/// async fn ipv6<R: Runtime>() -> netring::Result<()> {
+///     let mut frames = XdpSocket::builder("eth0")
+///         .open_async::<R>()?
+///         .frames()
+///         .filter_packets(|f| f.data().get(12..14) == Some(&[0x86, 0xdd][..]));
+///     while let Some(frame) = frames.next().await {
+///         println!("IPv6, {} bytes", frame?.data().len());
+///     }
+///     Ok(())
+/// }
+/// ```
+pub struct XdpFrameStream<R: Runtime> {
+    inner: AsyncXdpSocket<R>,
+    /// The batch being handed out, and the next position in it.
+    current: Option<(XdpBatch, usize)>,
+}
+
+impl<R: Runtime> XdpFrameStream<R> {
+    /// Polls for the next frame.
+    pub fn poll_next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<XdpFrame>> {
+        loop {
+            if let Some((batch, next)) = &mut self.current {
+                while *next < batch.len() {
+                    let i = *next;
+                    *next += 1;
+                    if let Some(frame) = batch.take(i) {
+                        return Poll::Ready(Ok(frame));
+                    }
+                }
+                self.current = None;
+            }
+            match self.inner.poll_next_batch(cx) {
+                Poll::Ready(Ok(batch)) => self.current = Some((batch, 0)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The next frame. Cancel-safe.
+    pub async fn next_frame(&mut self) -> Result<XdpFrame> {
+        poll_fn(|cx| self.poll_next_frame(cx)).await
+    }
+
+    /// The async socket (e.g. for its statistics, or to send).
+    pub fn get_ref(&self) -> &AsyncXdpSocket<R> {
+        &self.inner
+    }
+
+    /// The async socket, mutably.
+    pub fn get_mut(&mut self) -> &mut AsyncXdpSocket<R> {
+        &mut self.inner
+    }
+}
+
+impl<R: Runtime> Stream for XdpFrameStream<R> {
+    type Item = Result<XdpFrame>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_next_frame(cx).map(Some)
+    }
+}
+
+impl<R: Runtime> fmt::Debug for XdpFrameStream<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XdpFrameStream")
+            .field("inner", &self.inner)
             .finish()
     }
 }
