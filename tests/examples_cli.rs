@@ -1,4 +1,4 @@
-//! Runs the example programs (`capture`, `inject`, `demo`) as a user would, on throwaway test
+//! Runs the example programs (`capture`, `inject`, `demo`, `dump`) as a user would, on throwaway test
 //! hosts, and checks their output, files and exit codes.
 //!
 //! The binaries are the ones `cargo test` builds next to this test (`target/<profile>/examples/`);
@@ -34,7 +34,7 @@ fn example(name: &str) -> PathBuf {
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t >= sources)
         };
-        if ["capture", "inject", "demo"].iter().all(fresh) {
+        if ["capture", "inject", "demo", "dump"].iter().all(fresh) {
             return dir;
         }
         // Build them into a target dir of their own: the outer cargo may still hold the lock on
@@ -159,19 +159,24 @@ fn final_line(out: &Output) -> String {
 struct RunningCapture {
     child: Child,
     stderr_lines: std::sync::mpsc::Receiver<String>,
-    /// What it said on stderr before `listening on`.
+    /// What it said on stderr up to and including `listening on`.
     before: Vec<String>,
 }
 
 fn start_capture(args: &[&str]) -> RunningCapture {
-    let mut child = Command::new(example("capture"))
+    start_example("capture", args)
+}
+
+/// Starts example `name` in the background and waits until it says `listening on` on stderr.
+fn start_example(name: &str, args: &[&str]) -> RunningCapture {
+    let mut child = Command::new(example(name))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawning capture");
-    let err = child.stderr.take().expect("capture stderr");
+        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    let err = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -185,11 +190,14 @@ fn start_capture(args: &[&str]) -> RunningCapture {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.contains("listening on") => break,
+            Ok(line) if line.contains("listening on") => {
+                seen.push(line);
+                break;
+            }
             Ok(line) => seen.push(line),
             Err(_) => {
                 let _ = child.kill();
-                panic!("capture did not start listening within 10 s: {seen:?}");
+                panic!("{name} did not start listening within 10 s: {seen:?}");
             }
         }
     }
@@ -681,4 +689,333 @@ fn demo_exits_0() {
     assert_ok(&out, "demo");
     let text = stdout(&out);
     assert!(text.contains("every frame arrived"), "demo output:\n{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// dump: a small tcpdump.
+
+/// What `tcpdump -nn -q -r FILE [EXPR]` prints, without the timestamps: one line per packet.
+#[cfg_attr(not(any(feature = "tokio", feature = "smol")), allow(dead_code))]
+fn tcpdump_q(file: &str, expr: &str) -> Vec<String> {
+    let mut cmd = Command::new("tcpdump");
+    cmd.args(["-nn", "-q", "-r", file]).stderr(Stdio::null());
+    if !expr.is_empty() {
+        cmd.arg(expr);
+    }
+    String::from_utf8_lossy(&run(&mut cmd).stdout)
+        .lines()
+        .map(|l| l.split_once(' ').map_or("", |(_, rest)| rest).to_owned())
+        .collect()
+}
+
+/// The VLAN ids of a frame as it is on the wire, outermost first.
+#[cfg_attr(not(any(feature = "tokio", feature = "smol")), allow(dead_code))]
+fn vlan_ids(frame: &[u8]) -> Vec<u16> {
+    let mut ids = Vec::new();
+    let mut at = 12;
+    while frame.len() >= at + 4
+        && matches!(
+            u16::from_be_bytes([frame[at], frame[at + 1]]),
+            0x8100 | 0x88a8
+        )
+    {
+        ids.push(u16::from_be_bytes([frame[at + 2], frame[at + 3]]) & 0x0fff);
+        at += 4;
+    }
+    ids
+}
+
+/// Checks dump's packet lines against the frames and tcpdump's lines for them: the time is
+/// `HH:MM:SS.micro`, the `vlan ID, ` prefixes are the frame's tags, the rest is what tcpdump
+/// printed.
+#[cfg_attr(not(any(feature = "tokio", feature = "smol")), allow(dead_code))]
+#[track_caller]
+fn check_dump_lines(what: &str, lines: &[&str], frames: &[&Vec<u8>], tcpdump: &[String]) {
+    assert_eq!(lines.len(), frames.len(), "{what}: packet lines");
+    assert_eq!(tcpdump.len(), frames.len(), "{what}: tcpdump's lines");
+    for (i, line) in lines.iter().enumerate() {
+        let (time, mut rest) = line
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("{what}: line {i} `{line}` has no time"));
+        let digits = time.replace([':', '.'], "");
+        assert!(
+            time.len() == 15
+                && time.as_bytes()[2] == b':'
+                && time.as_bytes()[5] == b':'
+                && time.as_bytes()[8] == b'.'
+                && digits.len() == 12
+                && digits.bytes().all(|b| b.is_ascii_digit()),
+            "{what}: line {i}: time `{time}` is not HH:MM:SS.micro"
+        );
+        let mut vlans = Vec::new();
+        while let Some(r) = rest.strip_prefix("vlan ") {
+            let (id, r) = r
+                .split_once(", ")
+                .unwrap_or_else(|| panic!("{what}: line {i}: `{line}`"));
+            vlans.push(id.parse::<u16>().expect("a VLAN id"));
+            rest = r;
+        }
+        assert_eq!(vlans, vlan_ids(frames[i]), "{what}: line {i}: `{line}`");
+        assert_eq!(
+            rest, tcpdump[i],
+            "{what}: line {i} (tcpdump -nn -q says the second)"
+        );
+    }
+}
+
+/// dump on net.b (`--count`, `--write`) while tcpreplay sends 240 varied frames (IPv4 TCP/UDP/
+/// ICMP, ARP, IPv6, VLAN tags) into net.a at 150 frames/s: one line per frame matching tcpdump's,
+/// the closing counters, a rate line on stderr, and a pcap file tcpdump reads back byte for byte.
+#[cfg_attr(not(any(feature = "tokio", feature = "smol")), allow(dead_code))]
+fn dump_matches_tcpdump(runtime: &'static str, backend: &'static str, seed: u64) {
+    let name = format!("dump_matches_tcpdump {runtime} {backend}");
+    if !can_run(&name, &["tcpdump", "tcpreplay", "scapy", "taskset"]) {
+        return;
+    }
+    let net = TestNet::new();
+    let src = common::frames::scapy_varied(&format!("dump-{runtime}-{backend}"), 240, seed, None);
+    let file = scratch(&format!("dump-{runtime}-{backend}.pcap"));
+    let mut args = vec![
+        "--netns", &net.ns, "--iface", &net.b, "--count", "240", "--write", &file,
+    ];
+    args.extend(mode(runtime, backend));
+    let dump = start_example("dump", &args);
+    let sent = common::frames::tcpreplay(&net, &net.a, &src.file, 150);
+    assert_eq!(sent, 240, "{name}: tcpreplay's count");
+    let (out, rest) = dump.finish(30);
+    assert_ok(&out, &name);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        241,
+        "{name}: 240 packet lines and the counters\n{text}"
+    );
+    let bytes: usize = src.frames.iter().map(Vec::len).sum();
+    assert_eq!(
+        lines[240],
+        format!("packets=240 bytes={bytes} drops=0"),
+        "{name}"
+    );
+    let frames: Vec<&Vec<u8>> = src.frames.iter().collect();
+    check_dump_lines(&name, &lines[..240], &frames, &tcpdump_q(&src.file, ""));
+    // The traffic lasted 1.6 s: at least one rate line.
+    assert!(
+        rest.lines()
+            .any(|l| l.starts_with("dump: ") && l.contains(" pkt/s, ") && l.contains(" Mbit/s")),
+        "{name}: no rate line on stderr: {rest}"
+    );
+    // The file: tcpdump reads 240 packets, the frames as scapy wrote them (tags put back).
+    assert_eq!(tcpdump_count(&file), 240, "{name}");
+    let written = read_pcap(&file);
+    for (i, (r, f)) in written.iter().zip(&src.frames).enumerate() {
+        assert_eq!(&r.data, f, "{name}: frame {i} in the written file");
+    }
+    assert_eq!(written.len(), 240, "{name}");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn dump_matches_tcpdump_tokio_afpacket() {
+    dump_matches_tcpdump("tokio", "afpacket", 31);
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn dump_matches_tcpdump_tokio_xdp() {
+    dump_matches_tcpdump("tokio", "xdp", 32);
+}
+
+#[cfg(feature = "smol")]
+#[test]
+fn dump_matches_tcpdump_smol_afpacket() {
+    dump_matches_tcpdump("smol", "afpacket", 33);
+}
+
+#[cfg(feature = "smol")]
+#[test]
+fn dump_matches_tcpdump_smol_xdp() {
+    dump_matches_tcpdump("smol", "xdp", 34);
+}
+
+/// dump with a filter expression (given as several arguments): only the frames tcpdump's same
+/// filter selects from the file are printed, and they are the ones tcpdump prints. The
+/// expression does not say `vlan`, so (as in tcpdump) tagged frames do not match.
+#[cfg_attr(not(any(feature = "tokio", feature = "smol")), allow(dead_code))]
+fn dump_applies_the_filter(runtime: &'static str, backend: &'static str, seed: u64) {
+    let name = format!("dump_applies_the_filter {runtime} {backend}");
+    if !can_run(&name, &["tcpdump", "tcpreplay", "scapy", "taskset"]) {
+        return;
+    }
+    let net = TestNet::new();
+    let src = common::frames::scapy_varied(&format!("dump-filter-{backend}"), 240, seed, None);
+    let expr = "udp or arp";
+    let want = tcpdump_q(&src.file, expr);
+    assert!(
+        want.len() > 40 && want.len() < 200,
+        "{name}: {} frames match",
+        want.len()
+    );
+    let count = want.len().to_string();
+    let mut args = vec!["--netns", &net.ns, "--iface", &net.b, "--count", &count];
+    args.extend(mode(runtime, backend));
+    args.extend(["udp", "or", "arp"]);
+    let dump = start_example("dump", &args);
+    assert!(
+        dump.before
+            .iter()
+            .any(|l| l.contains("filter `udp or arp`")),
+        "{name}: {:?}",
+        dump.before
+    );
+    assert_eq!(
+        common::frames::tcpreplay(&net, &net.a, &src.file, 1000),
+        240,
+        "{name}"
+    );
+    let (out, rest) = dump.finish(30);
+    assert_ok(&out, &format!("{name}: {rest}"));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let n = want.len();
+    assert_eq!(
+        lines.len(),
+        n + 1,
+        "{name}: {n} packet lines and the counters\n{text}"
+    );
+    // Which frames match, by the same rule: untagged UDP (IPv4 or IPv6) or ARP.
+    let matching: Vec<&Vec<u8>> = src
+        .frames
+        .iter()
+        .filter(|f| {
+            let et = u16::from_be_bytes([f[12], f[13]]);
+            et == 0x0806 || (et == 0x0800 && f[23] == 17) || (et == 0x86dd && f[20] == 17)
+        })
+        .collect();
+    assert_eq!(
+        matching.len(),
+        n,
+        "{name}: frames tcpdump's filter selected"
+    );
+    check_dump_lines(&name, &lines[..n], &matching, &want);
+    let bytes: usize = matching.iter().map(|f| f.len()).sum();
+    assert_eq!(
+        lines[n],
+        format!("packets={n} bytes={bytes} drops=0"),
+        "{name}"
+    );
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn dump_applies_the_filter_tokio_afpacket() {
+    dump_applies_the_filter("tokio", "afpacket", 41);
+}
+
+#[cfg(feature = "smol")]
+#[test]
+fn dump_applies_the_filter_smol_xdp() {
+    dump_applies_the_filter("smol", "xdp", 42);
+}
+
+/// dump stops on SIGINT and still prints its counters (nothing arrived: all zero).
+#[cfg(any(feature = "tokio", feature = "smol"))]
+#[test]
+fn dump_stops_on_sigint() {
+    if !can_run("dump_stops_on_sigint", &[]) {
+        return;
+    }
+    let net = TestNet::new();
+    for backend in ["afpacket", "xdp"] {
+        let dump = start_example(
+            "dump",
+            &["--netns", &net.ns, "--iface", &net.b, "--backend", backend],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(dump.child.id() as i32, libc::SIGINT);
+        }
+        let (out, rest) = dump.finish(10);
+        assert_ok(&out, &format!("dump {backend}: {rest}"));
+        assert_eq!(
+            stdout(&out),
+            "packets=0 bytes=0 drops=0\n",
+            "dump {backend}"
+        );
+    }
+}
+
+#[cfg(any(feature = "tokio", feature = "smol"))]
+#[test]
+fn dump_bad_arguments_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "--iface is required"),
+        (&["--iface"], "needs a value"),
+        (&["--iface", "x", "--bogus", "1"], "unknown argument"),
+        (&["--iface", "x", "--count", "ten"], "not a valid"),
+        (&["--iface", "x", "--backend", "dpdk"], "unknown backend"),
+        (&["--iface", "x", "--runtime", "gevent"], "unknown runtime"),
+        (&["--iface", "x", "--runtime", "sync"], "async only"),
+        (
+            &["--iface", "x", "tcp", "and", "and"],
+            "bad filter expression: ",
+        ),
+        (&["--iface", "x", "port", "99999"], "bad filter expression"),
+    ];
+    for (args, msg) in cases {
+        let out = run_example("dump", args, 30);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "dump {args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(msg),
+            "dump {args:?}: expected `{msg}` in stderr: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("usage:"),
+            "dump {args:?}: no usage in stderr"
+        );
+        assert!(stdout(&out).is_empty(), "dump {args:?}: stdout not empty");
+    }
+}
+
+#[cfg(any(feature = "tokio", feature = "smol"))]
+#[test]
+fn dump_missing_interface_exits_1() {
+    if !can_run("dump_missing_interface_exits_1", &[]) {
+        return;
+    }
+    let net = TestNet::new();
+    for backend in ["afpacket", "xdp"] {
+        let out = run_example(
+            "dump",
+            &[
+                "--netns",
+                &net.ns,
+                "--iface",
+                "nr-missing0",
+                "--backend",
+                backend,
+            ],
+            30,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "dump {backend}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("no such interface `nr-missing0`"),
+            "dump {backend}: {}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).is_empty(), "dump {backend}: stdout not empty");
+    }
 }

@@ -246,6 +246,14 @@ impl XdpFrame {
     }
 }
 
+/// Lets a received frame go into any TX `Sink` that copies (`B: AsRef<[u8]>`); to send it without a
+/// copy on its own UMEM, use [`XdpSocket::send_frame`](super::XdpSocket::send_frame).
+impl AsRef<[u8]> for XdpFrame {
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
 impl Drop for XdpFrame {
     fn drop(&mut self) {
         let layout = self.shared.umem.layout;
