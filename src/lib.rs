@@ -6,8 +6,15 @@
 //!   [`Batch`] that lends its packets without copying and hands the block back to the kernel when
 //!   dropped, in any order, from any thread.
 //! - [`Injector`]: a mmap TX ring. Reserve a slot, write the frame in place, commit, flush.
-//! - [`pcap`]: files in and out; [`BpfProgram`]: kernel filters; [`Interface`]: interface facts;
-//!   [`netns`]: opening sockets inside a network namespace.
+//! - [`xdp`]: AF_XDP sockets with their own XDP program, assembled in Rust and loaded with `bpf()`.
+//! - Async: [`AsyncCapture`], [`AsyncInjector`] and [`xdp::AsyncXdpSocket`] are `Stream`s and
+//!   `Sink`s on any [`runtime::Runtime`] (tokio or smol, behind features).
+//! - Pipelines: [`filter::Filter`] (tcpdump expressions to classic BPF), [`combinators`]
+//!   ([`PacketStreamExt`]: filter, flow fanout, buffering policies), [`FanoutGroup`] (kernel
+//!   fanout), `codec` (tokio-util, feature `codec`), `service` (tower, feature `tower`).
+//! - [`pcap`]: files in and out, as iterators or as `Stream`/`Sink`; [`BpfProgram`]: kernel filters
+//!   and their interpreter; [`Interface`]: interface facts; [`netns`]: opening sockets inside a
+//!   network namespace. [`AsPacket`] is what every packet source has in common.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -61,3 +68,14 @@ pub use combinators::{BatchStreamExt, PacketStreamExt};
 pub use error::{Error, GeometryError, Result};
 pub use iface::Interface;
 pub use packet::AsPacket;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(all(
+    doctest,
+    feature = "tokio",
+    feature = "smol",
+    feature = "codec",
+    feature = "tower"
+))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
