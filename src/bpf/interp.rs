@@ -116,8 +116,10 @@ impl FrameInfo {
 /// Reads `N` bytes big-endian at `off`, or `None` when they are not all in `data`.
 #[inline(always)]
 fn load<const N: usize>(data: &[u8], off: usize) -> Option<u32> {
-    let bytes = data.get(off..off.checked_add(N)?)?;
-    Some(bytes.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)))
+    let bytes: [u8; N] = data.get(off..off.checked_add(N)?)?.try_into().ok()?;
+    let mut word = [0u8; 4];
+    word[4 - N..].copy_from_slice(&bytes);
+    Some(u32::from_be_bytes(word))
 }
 
 /// A packet load at a 32-bit offset as the kernel's `bpf_skb_load_helper_*` does it: offsets
@@ -135,6 +137,23 @@ fn load_at<const N: usize>(data: &[u8], off: u32) -> Option<u32> {
     } else {
         None
     }
+}
+
+/// An ancillary load at `k` (at or above `SKF_AD_OFF`); `None` for one the kernel refuses or
+/// only the kernel can answer.
+#[inline]
+fn ancillary(k: u32, a: u32, x: u32, info: &FrameInfo) -> Option<u32> {
+    Some(match k - SKF_AD_OFF {
+        SKF_AD_PROTOCOL => u32::from(info.protocol),
+        SKF_AD_PKTTYPE => u32::from(info.pkt_type & 7),
+        SKF_AD_IFINDEX => info.ifindex,
+        SKF_AD_RXHASH => info.rx_hash,
+        SKF_AD_ALU_XOR_X => a ^ x,
+        SKF_AD_VLAN_TAG => info.vlan.map_or(0, |v| u32::from(v.tci)),
+        SKF_AD_VLAN_TAG_PRESENT => u32::from(info.vlan.is_some()),
+        SKF_AD_VLAN_TPID => info.vlan.map_or(0, |v| u32::from(v.tpid)),
+        _ => return None,
+    })
 }
 
 /// The opcodes the kernel accepts (`chk_code_allowed`), by exact value.
@@ -248,20 +267,8 @@ impl BpfProgram {
                 };
             }
             match insn.code {
-                // ld
-                0x20 | 0x28 | 0x30 if k >= SKF_AD_OFF => {
-                    a = match k - SKF_AD_OFF {
-                        SKF_AD_PROTOCOL => u32::from(info.protocol),
-                        SKF_AD_PKTTYPE => u32::from(info.pkt_type & 7),
-                        SKF_AD_IFINDEX => info.ifindex,
-                        SKF_AD_RXHASH => info.rx_hash,
-                        SKF_AD_ALU_XOR_X => a ^ x,
-                        SKF_AD_VLAN_TAG => info.vlan.map_or(0, |v| u32::from(v.tci)),
-                        SKF_AD_VLAN_TAG_PRESENT => u32::from(info.vlan.is_some()),
-                        SKF_AD_VLAN_TPID => info.vlan.map_or(0, |v| u32::from(v.tpid)),
-                        _ => return 0,
-                    }
-                }
+                // ld (an offset at SKF_AD_OFF or above is an ancillary load, whatever the size)
+                0x20 | 0x28 | 0x30 if k >= SKF_AD_OFF => a = or_drop!(ancillary(k, a, x, info)),
                 0x20 => a = or_drop!(load_at::<4>(data, k)),
                 0x28 => a = or_drop!(load_at::<2>(data, k)),
                 0x30 => a = or_drop!(load_at::<1>(data, k)),
