@@ -23,16 +23,15 @@
 #[path = "common/cli.rs"]
 mod cli;
 
-use std::fs::File;
 use std::future::Future;
-use std::io::BufWriter;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cli::{Backend, RuntimeKind, parse_backend, parse_runtime};
+use cli::{
+    Backend, PcapFile, RuntimeKind, create_pcap, open_in_netns, parse_backend, parse_runtime,
+};
 use futures::future::{Either, select};
-use netring::pcap::PcapWriter;
 use netring::runtime::Runtime;
 use netring::xdp::{AsyncXdpSocket, XdpBatch, XdpSocket};
 use netring::{AsyncCapture, Batch, Capture, Timestamp};
@@ -199,7 +198,7 @@ struct Counter {
     packets: u64,
     bytes: u64,
     limit: u64,
-    writer: Option<PcapWriter<BufWriter<File>>>,
+    writer: Option<PcapFile>,
 }
 
 impl Counter {
@@ -393,21 +392,8 @@ fn capture_smol(_: Socket, _: &str, _: &mut Counter, _: Option<Instant>) -> Resu
 }
 
 fn run(args: &Args) -> Result<Totals, String> {
-    let socket = match &args.netns {
-        Some(ns) => netring::netns::within(ns, || open_socket(args)).and_then(|r| r),
-        None => open_socket(args),
-    }
-    .map_err(|e| e.to_string())?;
-    let writer = match &args.write {
-        Some(path) => {
-            let file = File::create(path).map_err(|e| format!("cannot create {path}: {e}"))?;
-            Some(
-                PcapWriter::new(BufWriter::with_capacity(1 << 20, file))
-                    .map_err(|e| format!("{path}: {e}"))?,
-            )
-        }
-        None => None,
-    };
+    let socket = open_in_netns(args.netns.as_deref(), || open_socket(args))?;
+    let writer = create_pcap(args.write.as_deref())?;
     let mut counter = Counter {
         packets: 0,
         bytes: 0,

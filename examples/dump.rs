@@ -48,17 +48,17 @@
 mod cli;
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{BufWriter, Stdout, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cli::{Backend, RuntimeKind, parse_async_runtime, parse_backend};
+use cli::{
+    Backend, PcapFile, RuntimeKind, create_pcap, open_in_netns, parse_async_runtime, parse_backend,
+};
 use futures::future::{Either, select};
 use futures::{SinkExt, StreamExt};
 use netring::filter::Filter;
-use netring::pcap::PcapWriter;
 use netring::runtime::{Runtime, Timer};
 use netring::xdp::{AsyncXdpSocket, XdpSocket};
 use netring::{AsPacket, AsyncCapture, Capture, Timestamp, VlanTag};
@@ -492,7 +492,7 @@ struct Output {
     stdout: BufWriter<Stdout>,
     /// stdout went away (`dump ... | head`): stop quietly.
     closed: bool,
-    pcap: Option<PcapWriter<BufWriter<File>>>,
+    pcap: Option<PcapFile>,
     limit: u64,
     packets: u64,
     bytes: u64,
@@ -507,7 +507,7 @@ impl Output {
 
     async fn packet<P: AsPacket>(&mut self, p: P) -> Result<(), String>
     where
-        PcapWriter<BufWriter<File>>: futures::Sink<P, Error = netring::Error>,
+        PcapFile: futures::Sink<P, Error = netring::Error>,
     {
         self.packets += 1;
         // On the wire, with the tag the kernel took out (AF_PACKET) counted back in.
@@ -640,21 +640,8 @@ fn dump_smol(_: &Args, _: Socket, _: &mut Output) -> Result<u64, String> {
 }
 
 fn run(args: &Args) -> Result<(u64, u64, u64), String> {
-    let socket = match &args.netns {
-        Some(ns) => netring::netns::within(ns, || open_socket(args)).and_then(|r| r),
-        None => open_socket(args),
-    }
-    .map_err(|e| e.to_string())?;
-    let pcap = match &args.write {
-        Some(path) => {
-            let file = File::create(path).map_err(|e| format!("cannot create {path}: {e}"))?;
-            Some(
-                PcapWriter::new(BufWriter::with_capacity(1 << 20, file))
-                    .map_err(|e| format!("{path}: {e}"))?,
-            )
-        }
-        None => None,
-    };
+    let socket = open_in_netns(args.netns.as_deref(), || open_socket(args))?;
+    let pcap = create_pcap(args.write.as_deref())?;
     let mut out = Output {
         stdout: BufWriter::new(std::io::stdout()),
         closed: false,

@@ -30,7 +30,7 @@ use std::pin::pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cli::{Backend, RuntimeKind, parse_backend, parse_runtime};
+use cli::{Backend, RuntimeKind, open_in_netns, parse_backend, parse_runtime};
 use futures::SinkExt;
 use futures::future::{Either, select};
 use netring::pcap::{LINKTYPE_ETHERNET, PcapReader};
@@ -490,11 +490,7 @@ fn inject_smol(_: Tx, _: &mut Frames) -> Result<Totals, String> {
 }
 
 fn run(args: Args) -> Result<(u64, u64), String> {
-    let tx = match &args.netns {
-        Some(ns) => netring::netns::within(ns, || open_tx(&args)).and_then(|r| r),
-        None => open_tx(&args),
-    }
-    .map_err(|e| e.to_string())?;
+    let tx = open_in_netns(args.netns.as_deref(), || open_tx(&args))?;
     eprintln!(
         "inject: backend {}, runtime {}",
         tx.describe(),

@@ -172,12 +172,9 @@ Prints each worker's counts on stderr and `packets=N bytes=B drops=D` on stdout 
     async fn run(args: &Args) -> Result<Totals, String> {
         // Enough blocks that the workers can hold their share and the kernel still has room.
         let blocks = CaptureBuilder::DEFAULT_BLOCK_COUNT.max(args.workers * (QUEUE + 1) + 8);
-        let open = || Capture::builder(&args.iface).block_count(blocks).open();
-        let cap = match &args.netns {
-            Some(ns) => netring::netns::within(ns, open).and_then(|r| r),
-            None => open(),
-        }
-        .map_err(|e| e.to_string())?;
+        let cap = super::cli::open_in_netns(args.netns.as_deref(), || {
+            Capture::builder(&args.iface).block_count(blocks).open()
+        })?;
         let mut rx = AsyncCapture::<Tokio>::new(cap).map_err(|e| e.to_string())?;
         eprintln!(
             "workers: listening on {} with {} workers",

@@ -4,6 +4,7 @@
 //! class and edge case.
 
 mod common;
+use common::alloc::{Counting, allocations};
 use common::frames::{SRC_MAC, is_ours};
 use common::*;
 
@@ -188,8 +189,8 @@ fn same_verdicts_as_libpcap_on_scapy_frames() {
     }
     const N: usize = 1500;
     let file = scratch("bpf-interp-mix.pcap");
-    run(Command::new("timeout")
-        .args(["-s", "KILL", "120", SCAPY_PYTHON, "-c", SCAPY_MIX, &file])
+    run(scapy_script(SCAPY_MIX)
+        .arg(&file)
         .args([N.to_string(), "7".into()]));
     let mut reader = PcapReader::new(std::fs::File::open(&file).unwrap()).unwrap();
     let mut records: Vec<PcapRecord> = Vec::new();
@@ -938,48 +939,8 @@ fn check_like_kernel_agrees_with_so_attach_filter() {
 
 // --- Allocation counting ------------------------------------------------------------------------
 
-/// Counts allocations made on the current thread while a window is open.
-struct Counting;
-
-thread_local! {
-    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; only counts (thread-locals with const initialisers
-// and no destructors, so counting never allocates or recurses).
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.realloc(ptr, layout, new) }
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Allocations `f` makes on this thread.
-fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    ALLOCS.with(|a| a.set(0));
-    COUNTING.with(|c| c.set(true));
-    let v = f();
-    COUNTING.with(|c| c.set(false));
-    (v, ALLOCS.with(|a| a.get()))
-}
 
 /// `run` never allocates: a tcpdump-sized program over frames of every kind.
 #[test]

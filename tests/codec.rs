@@ -7,6 +7,7 @@
 #![cfg(all(feature = "tokio", feature = "smol", feature = "codec"))]
 
 mod common;
+use common::alloc::{Counting, allocations};
 use common::asyncrt::*;
 use common::frames::*;
 use common::*;
@@ -85,9 +86,7 @@ fn traffic() -> &'static CodecFrames {
         // SAFETY: registers a plain `extern "C" fn` with no preconditions.
         unsafe { libc::atexit(remove_traffic) };
         let file = scratch("codec.pcap");
-        let out = run(std::process::Command::new("timeout")
-            .args(["-s", "KILL", "120", SCAPY_PYTHON, "-c", SCAPY_CODEC, &file])
-            .arg(N.to_string()));
+        let out = run(scapy_script(SCAPY_CODEC).arg(&file).arg(N.to_string()));
         let frames: Vec<(bool, Vec<u8>)> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -491,48 +490,8 @@ print(bad)
 
 // --- Allocation counting ------------------------------------------------------------------------
 
-/// Counts allocations made on the current thread while a window is open.
-struct Counting;
-
-thread_local! {
-    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; only counts (thread-locals with const initialisers
-// and no destructors, so counting never allocates or recurses).
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.realloc(ptr, layout, new) }
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Allocations `f` makes on this thread.
-fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    ALLOCS.with(|a| a.set(0));
-    COUNTING.with(|c| c.set(true));
-    let v = f();
-    COUNTING.with(|c| c.set(false));
-    (v, ALLOCS.with(|a| a.get()))
-}
 
 /// Once the buffers have grown, decoding and encoding allocate nothing per packet (with a
 /// decoder and an encoder that keep nothing of the buffer).

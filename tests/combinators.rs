@@ -25,7 +25,6 @@ use common::frames::*;
 use common::*;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -290,8 +289,8 @@ impl Drop for Flows {
 
 fn scapy_flows(flows: usize, per: usize) -> Flows {
     let file = scratch("flows.pcap");
-    let out = run(Command::new("timeout")
-        .args(["-s", "KILL", "120", SCAPY_PYTHON, "-c", SCAPY_FLOWS, &file])
+    let out = run(scapy_script(SCAPY_FLOWS)
+        .arg(&file)
         .args([flows, per, 11].map(|v| v.to_string())));
     let frames: Vec<(usize, Vec<u8>)> = String::from_utf8(out.stdout)
         .expect("text")

@@ -397,16 +397,8 @@ impl Drop for LengthFrames {
 
 fn length_frames(name: &str, n: usize, seed: u64, lo: usize, hi: usize) -> LengthFrames {
     let file = scratch(&format!("{name}.pcap"));
-    let out = run(std::process::Command::new("timeout")
-        .args([
-            "-s",
-            "KILL",
-            "120",
-            SCAPY_PYTHON,
-            "-c",
-            SCAPY_LENGTH_FRAMES,
-            &file,
-        ])
+    let out = run(scapy_script(SCAPY_LENGTH_FRAMES)
+        .arg(&file)
         .args([n, seed as usize, lo, hi].map(|v| v.to_string())));
     let frames: Vec<Vec<u8>> = String::from_utf8(out.stdout)
         .expect("scapy output is text")

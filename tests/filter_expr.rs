@@ -7,7 +7,6 @@ use common::frames::*;
 use common::*;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use netring::filter::Filter;
@@ -312,16 +311,7 @@ struct Frame {
 /// The mix: scapy's frames, plus snaplen-truncated copies (wire length kept) and short garbage
 /// that stops loads at every depth.
 fn frames() -> Vec<Frame> {
-    let out = run(Command::new("timeout").args([
-        "-s",
-        "KILL",
-        "120",
-        SCAPY_PYTHON,
-        "-c",
-        SCAPY_MIX,
-        "1200",
-        "7",
-    ]));
+    let out = run(scapy_script(SCAPY_MIX).args(["1200", "7"]));
     let mut frames: Vec<Frame> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()

@@ -26,7 +26,7 @@ use std::io::BufReader;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, TryStreamExt};
 use netring::pcap::{Pace, PcapReader, PcapWriter, Replayed, replay};
 use netring::xdp::{AsyncXdpSocket, XdpFrame, XdpSocket};
 use netring::{AsyncInjector, Injector, OwnedPacket};
@@ -319,8 +319,8 @@ async fn afpacket_capture_into_pcap_sink<R: Exec>() {
     let _ = std::fs::remove_file(&out);
 }
 
-/// tcpreplay -> net.a -> net.b -> `AsyncXdpSocket` batches, taken apart into `XdpFrame`s and
-/// forwarded into a `PcapWriter` (no kernel timestamps: the writer stamps the current time).
+/// tcpreplay -> net.a -> net.b -> `AsyncXdpSocket::frames` (owned `XdpFrame`s) forwarded into a
+/// `PcapWriter` (no kernel timestamps: the writer stamps the current time).
 async fn xdp_capture_into_pcap_sink<R: Exec>() {
     if !can_run(
         "xdp_capture_into_pcap_sink",
@@ -342,16 +342,10 @@ async fn xdp_capture_into_pcap_sink<R: Exec>() {
     let out = scratch("capture-xdp-written.pcap");
     let writer = PcapWriter::new(std::fs::File::create(&out).unwrap()).unwrap();
     let sent = replay_with_tcpreplay(&net, &src.file);
-    let frames = rx
-        .map_ok(|mut batch| {
-            let frames: Vec<XdpFrame> = (0..batch.len()).filter_map(|i| batch.take(i)).collect();
-            stream::iter(frames.into_iter().map(Ok))
-        })
-        .try_flatten();
     within::<R, _>(
         STEP,
         "capture into the pcap sink",
-        frames
+        rx.frames()
             .try_filter(|f: &XdpFrame| futures::future::ready(is_ours(f.data())))
             .take(500)
             .forward(writer),

@@ -1,8 +1,12 @@
 //! Command-line pieces the examples share (`#[path]`-included): the `--runtime` and `--backend`
-//! values, and a clean stop on SIGINT/SIGTERM.
+//! values, `--netns` and `--write`, and a clean stop on SIGINT/SIGTERM.
 #![allow(dead_code)]
 
+use std::fs::File;
+use std::io::BufWriter;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use netring::pcap::PcapWriter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -89,4 +93,30 @@ pub fn default_async_runtime() -> Result<RuntimeKind, String> {
                 .into(),
         )
     }
+}
+
+/// Runs `open` inside the network namespace `netns` (`--netns`), or right here without one.
+pub fn open_in_netns<T>(
+    netns: Option<&str>,
+    open: impl FnOnce() -> netring::Result<T>,
+) -> Result<T, String> {
+    match netns {
+        Some(ns) => netring::netns::within(ns, open).and_then(|r| r),
+        None => open(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The pcap file `--write` names, buffered.
+pub type PcapFile = PcapWriter<BufWriter<File>>;
+
+/// Creates the `--write` pcap file (`None` without `--write`).
+pub fn create_pcap(path: Option<&str>) -> Result<Option<PcapFile>, String> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let file = File::create(path).map_err(|e| format!("cannot create {path}: {e}"))?;
+    PcapWriter::new(BufWriter::with_capacity(1 << 20, file))
+        .map(Some)
+        .map_err(|e| format!("{path}: {e}"))
 }

@@ -307,13 +307,8 @@ impl SocketProgram {
             "netring_fanout",
         )
         .map_err(|e| {
-            if let Some(log) = e.log {
-                let log = if log.is_empty() {
-                    format!("(the verifier wrote no log; the kernel said: {})", e.error)
-                } else {
-                    log
-                };
-                return Error::BpfVerifier { log };
+            if let Some(refused) = e.verifier_error() {
+                return refused;
             }
             match e.error.raw_os_error() {
                 Some(libc::EPERM) | Some(libc::EACCES) => {
@@ -356,22 +351,11 @@ impl SocketProgram {
     /// # Ok(()) }
     /// ```
     pub fn from_fd(fd: OwnedFd) -> Result<Self> {
-        if bpf::obj_kind(fd.as_fd()) != bpf::ObjKind::Prog {
-            return Err(Error::InvalidConfig(
-                "the descriptor does not refer to a BPF program".into(),
-            ));
-        }
-        let info = bpf::prog_info(fd.as_fd()).map_err(|e| Error::Io {
-            operation: "querying the socket program (BPF_OBJ_GET_INFO_BY_FD)",
-            source: e,
-        })?;
-        if info.prog_type != bpf::BPF_PROG_TYPE_SOCKET_FILTER {
-            return Err(Error::InvalidConfig(format!(
-                "BPF program `{}` (id {}) is of type {}, not a socket filter \
-                 (BPF_PROG_TYPE_SOCKET_FILTER = 1): load it as one for fanout",
-                info.name, info.id, info.prog_type
-            )));
-        }
+        let info = bpf::expect_prog(
+            fd.as_fd(),
+            bpf::BPF_PROG_TYPE_SOCKET_FILTER,
+            "a socket filter (BPF_PROG_TYPE_SOCKET_FILTER = 1): load it as one for fanout",
+        )?;
         Ok(Self { fd, id: info.id })
     }
 

@@ -158,12 +158,12 @@ impl<S: TryStream<Error = Error>, K> FanoutStream<S, K> {
 
     /// This stream's counters.
     pub fn stats(&self) -> FanoutStats {
-        self.lock().lanes[self.index].stats
+        self.lock().lanes[self.index].stats()
     }
 
     /// The counters of every stream of this fanout, dropped ones included, by index.
     pub fn all_stats(&self) -> Vec<FanoutStats> {
-        self.lock().lanes.iter().map(|l| l.stats).collect()
+        self.lock().lanes.iter().map(Lane::stats).collect()
     }
 }
 
@@ -182,7 +182,6 @@ where
         let st = &mut *guard;
         if let Some(item) = st.lanes[me].queue.pop_front() {
             let lane = &mut st.lanes[me];
-            lane.stats.queued = lane.queue.len() as u64;
             match &item {
                 Ok(_) => {
                     lane.packets -= 1;
@@ -251,12 +250,18 @@ where
 }
 
 impl<P> Lane<P> {
+    fn stats(&self) -> FanoutStats {
+        FanoutStats {
+            queued: self.queue.len() as u64,
+            ..self.stats
+        }
+    }
+
     fn push(&mut self, item: Result<P>) {
         if item.is_ok() {
             self.packets += 1;
         }
         self.queue.push_back(item);
-        self.stats.queued = self.queue.len() as u64;
         self.stats.high_water = self.stats.high_water.max(self.packets as u64);
     }
 }
@@ -271,7 +276,6 @@ impl<S: TryStream<Error = Error>, K> Drop for FanoutStream<S, K> {
         lane.stats.dropped += lane.packets as u64;
         lane.queue.clear();
         lane.packets = 0;
-        lane.stats.queued = 0;
         if matches!(st.blocked, Some((j, _)) if j == me) {
             st.blocked = None;
             st.lanes[me].stats.dropped += 1;

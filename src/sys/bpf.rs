@@ -10,6 +10,8 @@ use std::io;
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+use crate::error::Error;
+
 // --- Commands (enum bpf_cmd) -------------------------------------------------------------------
 const BPF_MAP_CREATE: libc::c_int = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
@@ -347,6 +349,21 @@ pub(crate) struct ProgLoadError {
     pub(crate) log: Option<String>,
 }
 
+impl ProgLoadError {
+    /// The verifier's refusal, when there is one (a log was taken): [`Error::BpfVerifier`]
+    /// with the log, or the kernel's error when the verifier wrote nothing.
+    pub(crate) fn verifier_error(&self) -> Option<Error> {
+        let log = match self.log.as_deref()? {
+            "" => format!(
+                "(the verifier wrote no log; the kernel said: {})",
+                self.error
+            ),
+            log => log.to_owned(),
+        };
+        Some(Error::BpfVerifier { log })
+    }
+}
+
 /// `BPF_PROG_LOAD`. `insns` are encoded `struct bpf_insn`s (8 bytes each, host order).
 ///
 /// The first attempt runs without a log (cheaper). If the kernel refuses the program (`EACCES`
@@ -479,6 +496,31 @@ pub(crate) fn prog_info(fd: BorrowedFd<'_>) -> io::Result<ProgInfo> {
         id: raw.id,
         name: name_from(&raw.name),
     })
+}
+
+/// What the kernel says about a program loaded elsewhere, once it is sure to be a BPF program of
+/// type `prog_type`; `expected` names that type in the error (`"XDP (BPF_PROG_TYPE_XDP = 6)"`).
+pub(crate) fn expect_prog(
+    fd: BorrowedFd<'_>,
+    prog_type: u32,
+    expected: &str,
+) -> Result<ProgInfo, Error> {
+    if obj_kind(fd) != ObjKind::Prog {
+        return Err(Error::InvalidConfig(
+            "the program descriptor does not refer to a BPF program".into(),
+        ));
+    }
+    let info = prog_info(fd).map_err(|e| Error::Io {
+        operation: "querying the BPF program (BPF_OBJ_GET_INFO_BY_FD)",
+        source: e,
+    })?;
+    if info.prog_type != prog_type {
+        return Err(Error::InvalidConfig(format!(
+            "BPF program `{}` (id {}) is of type {}, not {expected}",
+            info.name, info.id, info.prog_type
+        )));
+    }
+    Ok(info)
 }
 
 /// What the kernel says about a map.

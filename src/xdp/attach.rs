@@ -294,13 +294,8 @@ impl XdpProgram {
     fn load_with_name(insns: &[Insn], license: &str, map: XskMap, name: &str) -> Result<Self> {
         let raw: Vec<[u8; 8]> = insns.iter().map(|i| i.to_bytes()).collect();
         let prog = bpf::prog_load(bpf::BPF_PROG_TYPE_XDP, &raw, license, name).map_err(|e| {
-            if let Some(log) = e.log {
-                let log = if log.is_empty() {
-                    format!("(the verifier wrote no log; the kernel said: {})", e.error)
-                } else {
-                    log
-                };
-                return Error::BpfVerifier { log };
+            if let Some(refused) = e.verifier_error() {
+                return refused;
             }
             match e.error.raw_os_error() {
                 _ if is_denied(&e.error) => bpf_denied(
@@ -324,21 +319,11 @@ impl XdpProgram {
     /// Adopts a program and XSKMAP loaded elsewhere (e.g. with aya: pass duplicates of their
     /// descriptors). Checks that `prog` is an XDP program and `xsk_map` an XSKMAP.
     pub fn from_user(prog: OwnedFd, xsk_map: OwnedFd) -> Result<Self> {
-        if bpf::obj_kind(prog.as_fd()) != bpf::ObjKind::Prog {
-            return Err(Error::InvalidConfig(
-                "the program descriptor does not refer to a BPF program".into(),
-            ));
-        }
-        let info = bpf::prog_info(prog.as_fd()).map_err(|e| Error::Io {
-            operation: "querying the XDP program (BPF_OBJ_GET_INFO_BY_FD)",
-            source: e,
-        })?;
-        if info.prog_type != bpf::BPF_PROG_TYPE_XDP {
-            return Err(Error::InvalidConfig(format!(
-                "BPF program `{}` (id {}) is of type {}, not XDP (BPF_PROG_TYPE_XDP = 6)",
-                info.name, info.id, info.prog_type
-            )));
-        }
+        bpf::expect_prog(
+            prog.as_fd(),
+            bpf::BPF_PROG_TYPE_XDP,
+            "XDP (BPF_PROG_TYPE_XDP = 6)",
+        )?;
         let map = XskMap::from_fd(xsk_map)?;
         Ok(Self { prog, map })
     }

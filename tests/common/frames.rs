@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use netring::VlanTag;
 use netring::pcap::PcapReader;
 
-use super::testnet::{Background, SCAPY_PYTHON, TestNet, run};
+use super::testnet::{Background, SCAPY_PYTHON, TestNet, run, scapy_script};
 
 /// Source MAC of every test frame (locally administered).
 pub const SRC_MAC: [u8; 6] = [0x02, 0x4e, 0x52, 0x00, 0x00, 0x01];
@@ -158,16 +158,8 @@ pub fn scapy_frames(
     chunk: usize,
 ) -> ScapyFrames {
     let file = super::testnet::scratch(&format!("{name}.pcap"));
-    let out = run(Command::new("timeout")
-        .args([
-            "-s",
-            "KILL",
-            "120",
-            SCAPY_PYTHON,
-            "-c",
-            SCAPY_GENERATE,
-            &file,
-        ])
+    let out = run(scapy_script(SCAPY_GENERATE)
+        .arg(&file)
         .args([n, seed as usize, lo, hi, chunk].map(|v| v.to_string())));
     let frames: Vec<Vec<u8>> = String::from_utf8(out.stdout)
         .expect("scapy output is text")
@@ -744,9 +736,8 @@ impl Drop for ScapyFile {
 /// Runs [`SCAPY_VARIED`]; checks the file holds the frames scapy printed.
 pub fn scapy_varied(name: &str, n: usize, seed: u64, times: Option<&[f64]>) -> ScapyFile {
     let file = super::testnet::scratch(&format!("{name}.pcap"));
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-s", "KILL", "120", SCAPY_PYTHON, "-c", SCAPY_VARIED, &file])
-        .args([n.to_string(), seed.to_string()]);
+    let mut cmd = scapy_script(SCAPY_VARIED);
+    cmd.arg(&file).args([n.to_string(), seed.to_string()]);
     if let Some(t) = times {
         let t: Vec<String> = t.iter().map(|s| format!("{s:.6}")).collect();
         cmd.arg(t.join(","));

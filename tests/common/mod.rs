@@ -1,6 +1,7 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
+pub mod alloc;
 pub mod frames;
 pub mod testnet;
 pub use testnet::*;

@@ -61,6 +61,14 @@ fn tool_exists(tool: &str) -> bool {
 /// The interpreter Debian's python3-scapy is installed for.
 pub const SCAPY_PYTHON: &str = "/usr/bin/python3";
 
+/// `python3 -c script` with scapy's interpreter, here, killed after 120 s: add the script's
+/// arguments and [`run`] it.
+pub fn scapy_script(script: &str) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "120", SCAPY_PYTHON, "-c", script]);
+    cmd
+}
+
 /// Runs a command and panics with its output if it fails.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
