@@ -446,7 +446,9 @@ fn same_verdicts_as_the_kernel_with_ancillary_loads() {
             let b = Capture::builder(&net.b)
                 .block_size(1 << 16)
                 .block_count(16)
-                .block_timeout(Duration::from_millis(5));
+                // Blocks fill by size, not by time: a slow sender on a busy machine would
+                // otherwise spread the frames over more blocks than the ring has.
+                .block_timeout(Duration::from_millis(200));
             match p {
                 Some(p) => b.filter(p).open(),
                 None => b.open(),
@@ -460,12 +462,25 @@ fn same_verdicts_as_the_kernel_with_ancillary_loads() {
         .map(|(_, p)| open(Some(p.clone())))
         .collect();
 
-    let out = run(net
-        .cmd(SCAPY_PYTHON)
-        .args(["-c", SCAPY_KERNEL_MIX, &net.a, &N.to_string()]));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), N.to_string());
-
+    // Every ring is read while scapy sends, so none fills up however slowly it sends.
     let mut all = Seen::new();
+    let mut seen: Vec<Seen> = filtered.iter().map(|_| Seen::new()).collect();
+    let mut sender = net
+        .cmd(SCAPY_PYTHON)
+        .args(["-c", SCAPY_KERNEL_MIX, &net.a, &N.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("scapy starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sender.try_wait().expect("scapy runs").is_none() && Instant::now() < deadline {
+        drain(&mut reference, &mut all);
+        for (cap, got) in filtered.iter_mut().zip(&mut seen) {
+            drain(cap, got);
+        }
+    }
+    let out = sender.wait_with_output().expect("scapy ends");
+    assert!(out.status.success(), "scapy failed: {:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), N.to_string());
     let deadline = Instant::now() + Duration::from_secs(10);
     while all.len() < N && Instant::now() < deadline {
         drain(&mut reference, &mut all);
@@ -473,8 +488,11 @@ fn same_verdicts_as_the_kernel_with_ancillary_loads() {
     assert_eq!(
         all.len(),
         N,
-        "the unfiltered capture saw {} of {N}",
-        all.len()
+        "the unfiltered capture saw {} of {N} (its ring: {:?}; {} rx_dropped on {})",
+        all.len(),
+        reference.cumulative_stats(),
+        common::asyncrt::link_stat(&net, &net.b, "rx_dropped"),
+        net.b
     );
     let tagged = all.values().filter(|(_, i, _)| i.vlan.is_some()).count();
     assert!(
@@ -483,7 +501,7 @@ fn same_verdicts_as_the_kernel_with_ancillary_loads() {
     );
 
     let mut failures = Vec::new();
-    for ((name, prog), cap) in programs.iter().zip(&mut filtered) {
+    for (((name, prog), cap), mut got) in programs.iter().zip(&mut filtered).zip(seen) {
         let want: HashMap<&Vec<u8>, u32> = all
             .iter()
             .map(|(k, (_, info, data))| (k, prog.run(data, info)))
@@ -491,7 +509,6 @@ fn same_verdicts_as_the_kernel_with_ancillary_loads() {
             .collect();
         // Read until as many as expected came (a busy machine retires blocks late), then a
         // little longer for any extra.
-        let mut got = Seen::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while got.len() < want.len() && Instant::now() < deadline {
             drain(cap, &mut got);

@@ -22,6 +22,7 @@ mod common;
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -392,6 +393,253 @@ fn tx_send_byte_for_byte_in_order() {
     assert_frames("xdp tx", &got, &want);
     let s = xsk.stats().unwrap();
     assert_eq!(s.tx_invalid_descs, 0, "{s:?}");
+    let _ = std::fs::remove_file(&file);
+}
+
+/// True if this kernel has `XDP_MAX_TX_SKB_BUDGET` (Linux 6.17+).
+fn kernel_has_tx_budget() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 17)
+}
+
+/// `tx_budget`: out-of-range values are `InvalidConfig`; in range, one kick (a raw `sendto`,
+/// not `flush`, which kicks again) transmits exactly the budget's worth of 300 queued frames, as
+/// the veth's TX counter shows, and tcpdump sees every frame byte for byte once flushed.
+#[test]
+fn tx_budget_is_frames_per_kick_and_checked() {
+    if !can_run("tx_budget_is_frames_per_kick_and_checked", &["tcpdump"]) {
+        return;
+    }
+    let net = TestNet::new();
+    for bad in [16, 31, 513] {
+        let r = net.within(|| {
+            XdpSocket::builder(&net.a)
+                .ring_size(512)
+                .tx_budget(bad)
+                .open_socket()
+        });
+        match r {
+            Err(Error::InvalidConfig(msg)) => assert!(msg.contains("TX budget"), "{msg}"),
+            other => panic!("tx_budget({bad}) with a 512-slot ring: {other:?}"),
+        }
+    }
+    let specs = frame_specs(300, 60, 200, 41);
+    let want: Vec<Vec<u8>> = specs.iter().map(FrameSpec::build).collect();
+    let dump = Tcpdump::start(&net, &net.b, &scratch("xdp-tx-budget.pcap"));
+    let file = dump.file.clone();
+    let sent = |net: &TestNet| -> u64 {
+        let out = net
+            .cmd("cat")
+            .arg(format!("/sys/class/net/{}/statistics/tx_packets", net.a))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let mut all = Vec::new();
+    // (option, budget expected on a 6.17+ kernel): the default is 256.
+    for (option, expected) in [
+        (None, 256),
+        (Some(32), 32),
+        (Some(64), 64),
+        (Some(128), 128),
+        (Some(512), 512),
+    ] {
+        let mut xsk = net
+            .within(|| {
+                // No auto-kick: the frames wait on the ring for the test's own kick.
+                let b = XdpSocket::builder(&net.a)
+                    .ring_size(512)
+                    .frame_count(2048)
+                    .tx_flush_every(0);
+                match option {
+                    Some(n) => b.tx_budget(n),
+                    None => b,
+                }
+                .open_socket()
+            })
+            .unwrap();
+        if kernel_has_tx_budget() {
+            assert_eq!(xsk.tx_budget(), expected, "{option:?}");
+        } else {
+            assert_eq!(
+                xsk.tx_budget(),
+                32,
+                "{option:?} on a kernel without the option"
+            );
+        }
+        for f in &want {
+            assert!(xsk.try_send(f).unwrap(), "free TX frames");
+        }
+        let before = sent(&net);
+        // SAFETY: a valid socket; a zero-length sendto with no buffer is the AF_XDP TX kick.
+        let rc = unsafe {
+            libc::sendto(
+                xsk.as_fd().as_raw_fd(),
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
+        assert!(rc >= 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN));
+        std::thread::sleep(Duration::from_millis(100));
+        let one_kick = sent(&net) - before;
+        assert_eq!(
+            one_kick,
+            u64::from(xsk.tx_budget()).min(300),
+            "frames sent by one kick with budget {}",
+            xsk.tx_budget()
+        );
+        assert!(
+            xsk.wait_sent(Some(PATIENCE)).unwrap(),
+            "frames left in flight"
+        );
+        all.extend(want.iter().cloned());
+    }
+    assert_eq!(
+        dump.wait_for_records(all.len(), Duration::from_secs(30)),
+        all.len()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = dump.stop();
+    assert_eq!(stats.dropped_by_kernel, 0, "{stats:?}");
+    assert_frames("xdp tx budget", &read_pcap(&file), &all);
+    let _ = std::fs::remove_file(&file);
+}
+
+/// A peer whose receive runs on another CPU (RPS on `net.b` sends it to every CPU but the
+/// sender's): TX completions then come after the kick, from that CPU, and a sender with an
+/// 8-frame TX pool must wait for them. The socket is off the epoll set while it only transmits
+/// (copy mode): these waits check it goes back on in time to be woken, blocking (`send`,
+/// `wait_sent`) and async (the `Sink`, whose task would never wake otherwise). tcpdump sees every
+/// frame byte for byte.
+#[test]
+fn tx_waits_are_woken_by_completions_from_another_cpu() {
+    if !can_run(
+        "tx_waits_are_woken_by_completions_from_another_cpu",
+        &["tcpdump"],
+    ) {
+        return;
+    }
+    const N: usize = 3000;
+    let net = TestNet::new();
+    let _pin = pin_to_one_cpu();
+    // SAFETY: no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    assert!(cpu >= 0, "sched_getcpu");
+    let others: u64 = (0..64)
+        .filter(|&c| c != cpu as u64)
+        // SAFETY: no preconditions. (Online CPUs: our own affinity is one CPU now.)
+        .filter(|&c| c < unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } as u64)
+        .fold(0, |m, c| m | 1 << c);
+    assert!(others != 0, "needs a second CPU");
+    let rps = net
+        .cmd("sh")
+        .args([
+            "-c",
+            &format!(
+                "echo {others:x} > /sys/class/net/{}/queues/rx-0/rps_cpus",
+                net.b
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(rps.success(), "RPS on {}", net.b);
+    let want: Vec<Vec<u8>> = frame_specs(N, 60, 300, 43)
+        .iter()
+        .map(FrameSpec::build)
+        .collect();
+    let dump = Tcpdump::start(&net, &net.b, &scratch("xdp-tx-wake.pcap"));
+    let file = dump.file.clone();
+    let open = || {
+        net.within(|| {
+            XdpSocket::builder(&net.a)
+                .frame_count(16)
+                .rx_frames(8)
+                .ring_size(8)
+                .open_socket()
+        })
+        .unwrap()
+    };
+    let mut expected = Vec::new();
+
+    // Blocking: count the times a flush left no free frame (the completions were still to come).
+    let mut xsk = open();
+    let mut waited = 0u32;
+    {
+        for f in &want {
+            if !xsk.try_send(f).unwrap() {
+                xsk.flush().unwrap();
+                if !xsk.try_send(f).unwrap() {
+                    waited += 1;
+                    xsk.send(f).unwrap();
+                }
+            }
+        }
+        assert!(
+            xsk.wait_sent(Some(PATIENCE)).unwrap(),
+            "frames left in flight"
+        );
+    }
+    expected.extend(want.iter().cloned());
+    eprintln!("blocking: waited for completions {waited} times");
+    drop(xsk);
+
+    #[cfg(feature = "tokio")]
+    {
+        use futures::{Sink, SinkExt};
+        use std::pin::Pin;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let parked = rt.block_on(async {
+            let mut tx =
+                netring::xdp::AsyncXdpSocket::<netring::runtime::Tokio>::new(open()).unwrap();
+            let mut parked = 0u32;
+            let run = async {
+                for f in &want {
+                    futures::future::poll_fn(|cx| {
+                        let p = Sink::<&[u8]>::poll_ready(Pin::new(&mut tx), cx);
+                        if p.is_pending() {
+                            parked += 1;
+                        }
+                        p
+                    })
+                    .await?;
+                    Sink::<&[u8]>::start_send(Pin::new(&mut tx), f.as_slice())?;
+                }
+                SinkExt::<&[u8]>::flush(&mut tx).await
+            };
+            tokio::time::timeout(PATIENCE, run)
+                .await
+                .expect("the async sender was never woken")
+                .unwrap();
+            assert_eq!(tx.get_ref().in_flight(), 0);
+            parked
+        });
+        expected.extend(want.iter().cloned());
+        eprintln!("async: poll_ready pending {parked} times");
+    }
+
+    let seen = dump.wait_for_records(expected.len(), Duration::from_secs(30));
+    let counters = net.cmd("ip").args(["-s", "link"]).output().unwrap();
+    assert_eq!(
+        seen,
+        expected.len(),
+        "{}",
+        String::from_utf8_lossy(&counters.stdout)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = dump.stop();
+    assert_eq!(stats.dropped_by_kernel, 0, "{stats:?}");
+    assert_frames("xdp tx woken", &read_pcap(&file), &expected);
     let _ = std::fs::remove_file(&file);
 }
 

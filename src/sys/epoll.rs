@@ -105,6 +105,31 @@ impl Epoll {
         Ok(out)
     }
 
+    /// Puts `fd` (the socket given to [`watch`](Self::watch)) back on the set after
+    /// [`unwatch_socket`](Self::unwatch_socket). Whatever is already pending is reported at once.
+    pub(crate) fn watch_socket(&self, fd: BorrowedFd<'_>, events: u32) -> io::Result<()> {
+        add(&self.epfd, fd, events, SOCKET_TOKEN)
+    }
+
+    /// Takes the socket off the set. While on it, the socket's wait queue holds an entry, and the
+    /// kernel runs a wakeup for each of its events (an AF_XDP socket in copy mode: every frame
+    /// it transmits); off it, nothing.
+    pub(crate) fn unwatch_socket(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        // SAFETY: both descriptors are valid; EPOLL_CTL_DEL ignores the event argument.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                self.epfd.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Arms the one-shot timer to expire after `after` (replacing any earlier setting).
     pub(crate) fn arm_timer(&self, after: Duration) -> io::Result<()> {
         arm_timerfd(self.timer.as_fd(), after)

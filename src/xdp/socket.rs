@@ -8,6 +8,12 @@ use super::umem::Umem;
 use crate::error::{Error, Result};
 use crate::sys::{self, Mmap};
 
+/// `XDP_MAX_TX_SKB_BUDGET` (`linux/if_xdp.h`, Linux 6.17; not in the libc crate yet).
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// Frames one copy-mode kick transmits when the budget is not set (the kernel's `TX_BATCH_SIZE`,
+/// and its smallest accepted budget).
+pub(crate) const KERNEL_TX_BUDGET: u32 = 32;
+
 /// How the socket was bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindMode {
@@ -245,6 +251,26 @@ impl XskSocket {
                     });
                 }
             }
+        }
+    }
+
+    /// Sets how many frames one copy-mode kick may transmit (`XDP_MAX_TX_SKB_BUDGET`, Linux
+    /// 6.17+; the kernel accepts 32 up to the TX ring's size). `Ok(false)`: this kernel has no
+    /// such option, and each kick transmits at most 32 frames.
+    pub(crate) fn set_tx_budget(&self, frames: u32) -> Result<bool> {
+        match sys::setsockopt(
+            self.fd.as_fd(),
+            libc::SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            &(frames as libc::c_uint),
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => Err(Error::InvalidConfig(format!(
+                "the kernel refused a TX budget of {frames} frames: it must be between \
+                 {KERNEL_TX_BUDGET} and the TX ring size"
+            ))),
+            Err(e) => Err(Error::os("XDP_MAX_TX_SKB_BUDGET", e)),
         }
     }
 
