@@ -527,12 +527,61 @@ impl Capture {
         self.wait_events(Some(Duration::ZERO))
     }
 
+    /// For an edge-triggered runtime, instead of [`readiness_fd`](Self::readiness_fd): owned
+    /// duplicates of the socket (a new edge for every retired block, and nothing to collect
+    /// afterwards) and of a descriptor readable only for socket errors and the timer (then call
+    /// [`consume_fault_events`](Self::consume_fault_events)). The blocking API keeps working.
+    pub(crate) fn edge_readiness_fds(
+        &mut self,
+    ) -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+        let socket = self
+            .sock
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::os("dup", e))?;
+        let faults = self
+            .epoll
+            .faults(self.sock.as_fd())
+            .map_err(|e| Error::os("epoll", e))?
+            .try_clone_to_owned()
+            .map_err(|e| Error::os("dup", e))?;
+        Ok((socket, faults))
+    }
+
+    /// Collects the pending events of the faults descriptor of
+    /// [`edge_readiness_fds`](Self::edge_readiness_fds) without blocking.
+    pub(crate) fn consume_fault_events(&mut self) -> Result<()> {
+        let events = self
+            .epoll
+            .wait_faults()
+            .map_err(|e| Error::os("epoll_wait", e))?;
+        self.handle_events(events)
+    }
+
+    /// True while the socket has nothing to report for the blocks taken so far: the block before
+    /// the cursor (the newest taken) is back with the kernel. The kernel reports the socket
+    /// readable while that block is not, so a runtime that re-checks readiness when it re-arms
+    /// would report it again at once.
+    pub(crate) fn newest_block_released(&self) -> bool {
+        let count = self.ring.block_count();
+        let newest = (self.cursor.next_index() + count - 1) % count;
+        self.ring
+            .status_word(newest)
+            .load(std::sync::atomic::Ordering::Acquire)
+            == libc::TP_STATUS_KERNEL
+    }
+
     /// Waits for a socket or timer event and turns an error event into a pending fault.
     fn wait_events(&mut self, timeout: Option<Duration>) -> Result<()> {
         let events = self
             .epoll
             .wait(timeout)
             .map_err(|e| Error::os("epoll_wait", e))?;
+        self.handle_events(events)
+    }
+
+    /// Turns an error event into a pending fault; re-arms the recheck timer of a down interface.
+    fn handle_events(&mut self, events: sys::epoll::Events) -> Result<()> {
         if events.socket & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
             self.check_socket_error()?;
         }

@@ -12,7 +12,7 @@ use super::batch::{Batch, OwnedPacket};
 use super::capture::{Capture, CaptureBuilder, Stats};
 use super::ring::{NotReady, PacketWalker};
 use crate::error::{Error, Result};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Trigger};
 
 /// A [`Capture`] driven by an async runtime: a `Stream<Item = Result<Batch>>`.
 ///
@@ -48,24 +48,38 @@ use crate::runtime::Runtime;
 /// }
 /// ```
 pub struct AsyncCapture<R: Runtime> {
-    // Declared first so it deregisters before the capture (and its epoll descriptor) closes.
+    // Both declared before the capture so they deregister before its descriptors close.
+    /// The capture's epoll descriptor; for an edge-triggered runtime, the one that reports only
+    /// socket errors and the timer.
     reg: R::Registration,
+    /// For an edge-triggered runtime: the packet socket itself (one edge per retired block).
+    socket: Option<R::Registration>,
     capture: Capture,
     ended: bool,
+    /// A batch was returned since the capture's events were last collected.
+    took: bool,
     _runtime: PhantomData<fn() -> R>,
 }
 
 impl<R: Runtime> AsyncCapture<R> {
     /// Registers `capture` with the runtime `R` (call from inside that runtime).
-    pub fn new(capture: Capture) -> Result<Self> {
-        let fd = capture
-            .readiness_fd()
-            .try_clone_to_owned()
-            .map_err(|e| Error::os("dup", e))?;
+    pub fn new(mut capture: Capture) -> Result<Self> {
+        let (reg, socket) = if R::TRIGGER == Trigger::Edge {
+            let (socket, faults) = capture.edge_readiness_fds()?;
+            (R::register(faults)?, Some(R::register(socket)?))
+        } else {
+            let fd = capture
+                .readiness_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::os("dup", e))?;
+            (R::register(fd)?, None)
+        };
         Ok(Self {
-            reg: R::register(fd)?,
+            reg,
+            socket,
             capture,
             ended: false,
+            took: false,
             _runtime: PhantomData,
         })
     }
@@ -77,7 +91,10 @@ impl<R: Runtime> AsyncCapture<R> {
         }
         loop {
             let reason = match self.capture.try_take() {
-                Ok(batch) => return Poll::Ready(Some(Ok(batch))),
+                Ok(batch) => {
+                    self.took = true;
+                    return Poll::Ready(Some(Ok(batch)));
+                }
                 Err(reason) => reason,
             };
             if let Some(err) = self.capture.due_fault() {
@@ -89,20 +106,52 @@ impl<R: Runtime> AsyncCapture<R> {
             }
             // Wait for the kernel (a retired block, an error, the fault timer); while the user
             // holds the next block, also for its release (registered above).
-            match R::poll_readable(&self.reg, cx) {
-                Poll::Ready(Ok(())) => {
-                    if let Err(e) = self.capture.consume_events() {
-                        self.ended = true;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                }
+            match self.poll_kernel(cx) {
+                Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => {
                     self.ended = true;
-                    return Poll::Ready(Some(Err(Error::os("runtime readiness", e))));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// `Ready(Ok)` once the kernel may have something new (the caller checks the ring again),
+    /// with the capture's events collected as far as needed; `Pending` with `cx`'s waker
+    /// registered for the next readiness.
+    fn poll_kernel(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let readable = |polled: Poll<std::io::Result<()>>| match polled {
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(e)) => Err(Error::os("runtime readiness", e)),
+            Poll::Pending => Ok(false),
+        };
+        if let Some(socket) = &self.socket {
+            // Edge-triggered: the socket's edge needs nothing collected. The other descriptor
+            // signals only errors and the timer; it is looked at once the socket has nothing
+            // new (which is also when a fault may be reported).
+            if readable(R::poll_readable(socket, cx))? {
+                return Poll::Ready(Ok(()));
+            }
+            if readable(R::poll_readable(&self.reg, cx))? {
+                self.capture.consume_fault_events()?;
+                return Poll::Ready(Ok(()));
+            }
+            return Poll::Pending;
+        }
+        if !readable(R::poll_readable(&self.reg, cx))? {
+            return Poll::Pending;
+        }
+        let took = std::mem::take(&mut self.took);
+        if R::TRIGGER == Trigger::Level && took && self.capture.newest_block_released() {
+            // Most likely the wakeup for a block already returned. If anything else is pending
+            // (an error, the timer, another block), the epoll instance is still readable when
+            // the reactor re-arms it as this task waits again, and the next wakeup, with no
+            // block taken in between, collects it.
+            return Poll::Ready(Ok(()));
+        }
+        self.capture.consume_events()?;
+        Poll::Ready(Ok(()))
     }
 
     /// The next batch; `None` once the stream has ended. Cancel-safe.

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use async_io::Async;
 
-use super::Runtime;
+use super::{Runtime, Trigger};
 use crate::error::{Error, Result};
 
 /// The smol runtime, or anything driven by `async-io`'s reactor (feature `smol`).
@@ -29,6 +29,10 @@ pub struct Smol;
 
 impl Runtime for Smol {
     type Registration = Async<OwnedFd>;
+
+    /// async-io registers every descriptor with `EPOLLONESHOT` and re-arms it (`EPOLL_CTL_MOD`,
+    /// which checks readiness at once) when a task waits again after an event.
+    const TRIGGER: Trigger = Trigger::Level;
 
     fn register(fd: OwnedFd) -> Result<Self::Registration> {
         Async::new(fd).map_err(|e| Error::os("registering with the async-io reactor", e))

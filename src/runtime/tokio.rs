@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::Runtime;
+use super::{Runtime, Trigger};
 use crate::error::{Error, Result};
 
 /// The tokio runtime (feature `tokio`). Rings must be made async inside a tokio runtime with IO
@@ -29,6 +29,9 @@ pub struct Tokio;
 
 impl Runtime for Tokio {
     type Registration = AsyncFd<OwnedFd>;
+
+    /// mio registers every descriptor with `EPOLLET`.
+    const TRIGGER: Trigger = Trigger::Edge;
 
     fn register(fd: OwnedFd) -> Result<Self::Registration> {
         if ::tokio::runtime::Handle::try_current().is_err() {
