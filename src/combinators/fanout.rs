@@ -34,7 +34,7 @@ pub struct FanoutStats {
     pub dropped: u64,
     /// How many times the source was stopped because this stream's queue was full.
     pub full_waits: u64,
-    /// Packets waiting in the queue now.
+    /// Items waiting in the queue now (packets, and an error copied to every stream if one is).
     pub queued: u64,
     /// The most packets that were ever waiting in the queue.
     pub high_water: u64,
