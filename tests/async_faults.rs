@@ -18,7 +18,7 @@ use common::frames::*;
 use common::*;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use netring::{AsyncCapture, Capture, Error};
@@ -30,21 +30,6 @@ crate::on_each_runtime!(
 
 /// How long one item may take (the grace period for the last open block is far shorter).
 const STEP: Duration = Duration::from_secs(10);
-
-/// Waits until `dev`'s operational state inside the namespace is "up" (carrier on both ends).
-fn wait_oper_up(net: &TestNet, dev: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = run(net
-            .cmd("cat")
-            .arg(format!("/sys/class/net/{dev}/operstate")));
-        if String::from_utf8_lossy(&out.stdout).trim() == "up" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{dev} did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Reads our frames until an error: returns them and the error.
 async fn frames_until_error<R: Exec>(rx: &mut AsyncCapture<R>) -> (Vec<Vec<u8>>, Error) {
@@ -120,8 +105,8 @@ async fn down_after_frames_then_up_again<R: Exec>() {
 
     // Up again: the same stream goes on.
     net.ip(&["link", "set", &net.b, "up"]);
-    wait_oper_up(&net, &net.a);
-    wait_oper_up(&net, &net.b);
+    net.wait_oper_up(&net.a);
+    net.wait_oper_up(&net.b);
     let send = {
         let (net, file) = (net.clone(), after.file.clone());
         blocking(move || assert_eq!(scapy_sendp_file(&net, &net.a, &file), 25))

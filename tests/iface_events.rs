@@ -56,21 +56,6 @@ fn sh(net: &TestNet, line: &str) {
     run(net.cmd("sh").args(["-c", line]));
 }
 
-/// Waits until `dev`'s operational state inside the namespace is "up" (carrier on both ends).
-fn wait_oper_up(net: &TestNet, dev: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = run(net
-            .cmd("cat")
-            .arg(format!("/sys/class/net/{dev}/operstate")));
-        if String::from_utf8_lossy(&out.stdout).trim() == "up" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{dev} did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The frames of a batch, as owned vectors.
 fn data_of(b: &Batch) -> Vec<Vec<u8>> {
     b.iter().map(|p| p.data().to_vec()).collect()
@@ -185,8 +170,8 @@ fn interface_down_delivers_everything_then_errors_and_recovers() {
 
     // Up again: the capture goes on.
     net.ip(&["link", "set", &net.b, "up"]);
-    wait_oper_up(&net, &net.a);
-    wait_oper_up(&net, &net.b);
+    net.wait_oper_up(&net.a);
+    net.wait_oper_up(&net.b);
     let after = frames(50..60);
     sh(&net, &scapy_cmdline(&net.a, &after));
     let mut held_after = Vec::new();
@@ -224,7 +209,7 @@ fn interface_down_delivers_everything_then_errors_and_recovers() {
     drop(held_after);
 
     net.ip(&["link", "set", &net.b, "up"]);
-    wait_oper_up(&net, &net.b);
+    net.wait_oper_up(&net.b);
     let last = frames(60..65);
     sh(&net, &scapy_cmdline(&net.a, &last));
     let mut held = Vec::new();

@@ -174,6 +174,24 @@ impl TestNet {
         f()
     }
 
+    /// Waits until `dev`'s operational state inside the namespace is "up" (carrier on both ends).
+    pub fn wait_oper_up(&self, dev: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let out = run(self
+                .cmd("cat")
+                .arg(format!("/sys/class/net/{dev}/operstate")));
+            if String::from_utf8_lossy(&out.stdout).trim() == "up" {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{dev} did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// MAC address of an interface of this namespace.
     pub fn mac(&self, dev: &str) -> [u8; 6] {
         self.within(|| netring::Interface::by_name(dev).unwrap().mac())
