@@ -29,7 +29,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cli::{
-    Backend, PcapFile, RuntimeKind, create_pcap, open_in_netns, parse_backend, parse_runtime,
+    Backend, PcapFile, RuntimeKind, create_pcap, open_in_netns, parse_backend, parse_number,
+    parse_runtime, parse_seconds,
 };
 use futures::future::{Either, select};
 use netring::runtime::Runtime;
@@ -104,20 +105,10 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--iface" => iface = Some(value),
             "--count" => {
-                let n = value.parse::<u64>().unwrap_or_else(|_| {
-                    bad_args(&format!("--count: `{value}` is not a valid number"))
-                });
-                out.count = Some(n);
+                out.count = Some(parse_number(&flag, &value).unwrap_or_else(|m| bad_args(&m)));
             }
             "--duration" => {
-                let secs = value
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
-                    .unwrap_or_else(|| {
-                        bad_args(&format!("--duration: `{value}` is not a number of seconds"))
-                    });
-                out.duration = Some(Duration::from_secs_f64(secs));
+                out.duration = Some(parse_seconds(&flag, &value).unwrap_or_else(|m| bad_args(&m)));
             }
             "--write" => out.write = Some(value),
             "--netns" => out.netns = Some(value),

@@ -55,6 +55,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cli::{
     Backend, PcapFile, RuntimeKind, create_pcap, open_in_netns, parse_async_runtime, parse_backend,
+    parse_number,
 };
 use futures::future::{Either, select};
 use futures::{SinkExt, StreamExt};
@@ -141,9 +142,7 @@ fn parse_args() -> Args {
             "--iface" => iface = Some(value),
             "--backend" => backend = parse_backend(&value).unwrap_or_else(|m| bad_args(&m)),
             "--count" => {
-                count = Some(value.parse::<u64>().unwrap_or_else(|_| {
-                    bad_args(&format!("--count: `{value}` is not a valid number"))
-                }));
+                count = Some(parse_number::<u64>(&arg, &value).unwrap_or_else(|m| bad_args(&m)));
             }
             "--write" => write = Some(value),
             "--netns" => netns = Some(value),

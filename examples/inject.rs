@@ -30,7 +30,7 @@ use std::pin::pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cli::{Backend, RuntimeKind, open_in_netns, parse_backend, parse_runtime};
+use cli::{Backend, RuntimeKind, open_in_netns, parse_backend, parse_number, parse_runtime};
 use futures::SinkExt;
 use futures::future::{Either, select};
 use netring::pcap::{LINKTYPE_ETHERNET, PcapReader};
@@ -78,9 +78,7 @@ fn bad_args(msg: &str) -> ! {
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> T {
-    value
-        .parse()
-        .unwrap_or_else(|_| bad_args(&format!("{flag}: `{value}` is not a valid number")))
+    parse_number(flag, value).unwrap_or_else(|m| bad_args(&m))
 }
 
 fn parse_args() -> Args {

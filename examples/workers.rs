@@ -109,20 +109,14 @@ Prints each worker's counts on stderr and `packets=N bytes=B drops=D` on stdout 
                         });
                 }
                 "--count" => {
-                    let n = value.parse::<u64>().unwrap_or_else(|_| {
-                        bad_args(&format!("--count: `{value}` is not a valid number"))
-                    });
-                    out.count = Some(n);
+                    out.count = Some(
+                        super::cli::parse_number(&flag, &value).unwrap_or_else(|m| bad_args(&m)),
+                    );
                 }
                 "--duration" => {
-                    let secs = value
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
-                        .unwrap_or_else(|| {
-                            bad_args(&format!("--duration: `{value}` is not a number of seconds"))
-                        });
-                    out.duration = Some(Duration::from_secs_f64(secs));
+                    out.duration = Some(
+                        super::cli::parse_seconds(&flag, &value).unwrap_or_else(|m| bad_args(&m)),
+                    );
                 }
                 "--netns" => out.netns = Some(value),
                 _ => unreachable!(),

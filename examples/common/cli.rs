@@ -1,10 +1,12 @@
-//! Command-line pieces the examples share (`#[path]`-included): the `--runtime` and `--backend`
-//! values, `--netns` and `--write`, and a clean stop on SIGINT/SIGTERM.
+//! Command-line pieces the examples share (`#[path]`-included): numbers and durations, the
+//! `--runtime` and `--backend` values, `--netns` and `--write`, and a clean stop on SIGINT/SIGTERM.
 #![allow(dead_code)]
 
 use std::fs::File;
 use std::io::BufWriter;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use netring::pcap::PcapWriter;
 
@@ -19,6 +21,23 @@ pub enum RuntimeKind {
 pub enum Backend {
     AfPacket,
     Xdp,
+}
+
+/// Parses `flag`'s `value` as a number.
+pub fn parse_number<T: FromStr>(flag: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: `{value}` is not a valid number"))
+}
+
+/// Parses `flag`'s `value` as a duration in seconds (fractions allowed).
+pub fn parse_seconds(flag: &str, value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{flag}: `{value}` is not a number of seconds"))
 }
 
 /// Parses `--runtime`; a runtime this build lacks is an error that says which feature to add.
